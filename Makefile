@@ -1,0 +1,59 @@
+# pgkeeper: the two commands a newcomer needs are `make test` and `make demo`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .venv-tools
+BENCH ?= all
+QUICK ?=
+
+.PHONY: help venv tools services test test-fast lint template-check build demo bench clean
+
+help:
+	@echo "make test    - lint, template checks, and the whole test suite against real services"
+	@echo "make demo    - run the jobs against a throwaway database and show their reports"
+	@echo "make build   - sam build (no Docker needed)"
+	@echo "make bench BENCH=<name> [QUICK=1] - benchmarks (refresh, coldstart, ...)"
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+# aws-sam-cli pins its own boto3 and cfn-lint: it gets a venv of its own.
+$(TOOLS)/.installed: requirements-tools.txt
+	@test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check -r requirements-tools.txt
+	@touch $@
+
+tools: $(TOOLS)/.installed
+
+services:
+	@scripts/services.sh
+
+lint: venv
+	$(BIN)/ruff check .
+
+template-check: tools
+	$(TOOLS)/bin/cfn-lint template.yaml
+	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam validate --lint --template template.yaml
+
+test: venv services lint template-check
+	$(BIN)/pytest -q
+
+test-fast: venv services
+	$(BIN)/pytest -q -x tests/unit
+
+build: tools
+	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam build --template template.yaml
+
+demo: venv services
+	$(BIN)/python -m pgkeeper.demo
+
+bench: venv services
+	$(BIN)/python bench/run.py $(BENCH) $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf .aws-sam .pytest_cache

@@ -1,0 +1,11 @@
+"""Lambda entry point of the refresh job: decorators, one call, nothing else."""
+
+from pgkeeper.handler import handle
+from pgkeeper.jobs.refresh import JOB
+from pgkeeper.log import logger, metrics
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event, context):
+    return handle(JOB, event, context)

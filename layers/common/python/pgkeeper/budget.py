@@ -1,0 +1,31 @@
+"""Time as a budget: every loop asks how much is left and stops cleanly before the deadline."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class Budget:
+    """Seconds left until the Lambda deadline, minus a reserve to record the run and answer."""
+
+    def __init__(self, seconds: float, reserve_s: float = 5.0) -> None:
+        self.deadline = time.monotonic() + max(0.0, seconds - reserve_s)
+
+    @classmethod
+    def from_context(cls, context: Any, *, reserve_s: float = 5.0, default_s: float = 900.0) -> Budget:
+        getter = getattr(context, "get_remaining_time_in_millis", None)
+        seconds = getter() / 1000.0 if callable(getter) else default_s
+        # Short timeouts keep a proportionate reserve rather than losing most of their time.
+        return cls(seconds, reserve_s=min(reserve_s, seconds * 0.1))
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def exhausted(self, need_s: float = 0.0) -> bool:
+        """True when less than `need_s` seconds remain: don't start the next unit of work."""
+        return self.remaining() <= need_s
+
+    def remaining_ms(self, cap_ms: int | None = None) -> int:
+        ms = int(self.remaining() * 1000)
+        return min(ms, cap_ms) if cap_ms is not None else ms

@@ -1,0 +1,1 @@
+"""Running the functions off Lambda: `pgkeeper invoke` and `pgkeeper serve`."""

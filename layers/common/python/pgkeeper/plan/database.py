@@ -1,0 +1,21 @@
+"""How pgkeeper reaches the database: where the URL comes from and the timeouts it always sets."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Model
+
+
+class DatabaseSettings(Model):
+    url_env: str = Field("DATABASE_URL", description="env var holding a postgres:// URL")
+    secret_arn_env: str = Field(
+        "PGKEEPER_DATABASE_SECRET_ARN",
+        description="env var holding a Secrets Manager ARN (URL string or RDS JSON); wins over url_env",
+    )
+    connect_timeout_s: int = Field(10, ge=1, le=120)
+    statement_timeout_s: int = Field(300, ge=1)
+    lock_timeout_ms: int = Field(3000, ge=1)
+    idle_in_transaction_timeout_s: int = Field(60, ge=1)
+    connect_retries: int = Field(1, ge=0, le=5, description="retries of a failed connect (Neon wakes)")
+    use_direct_host: bool = Field(True, description="swap a Neon -pooler host for the direct host")

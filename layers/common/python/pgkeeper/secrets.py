@@ -1,0 +1,50 @@
+"""Secrets Manager reads, cached per container and refreshed after a TTL (rotation without redeploy)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+_CACHE: dict[str, tuple[float, str]] = {}
+_LOCK = threading.Lock()
+_client: Any = None
+
+
+def _secrets_client() -> Any:
+    # boto3 costs ~150 ms to import: only jobs that read a secret pay for it.
+    global _client
+    if _client is None:
+        import boto3
+
+        _client = boto3.client("secretsmanager")
+    return _client
+
+
+def get_secret(arn: str, *, ttl_s: float = 300.0, force: bool = False) -> str:
+    """The secret's current string, from cache when younger than `ttl_s`."""
+    from .errors import ConfigError
+
+    now = time.monotonic()
+    with _LOCK:
+        hit = _CACHE.get(arn)
+        if hit and not force and now - hit[0] < ttl_s:
+            return hit[1]
+    try:
+        resp = _secrets_client().get_secret_value(SecretId=arn)
+    except Exception as exc:  # botocore raises many unrelated classes; all mean "cannot read it"
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        raise ConfigError(f"cannot read secret {arn}: {code}") from exc
+    value = resp.get("SecretString")
+    if value is None:
+        raise ConfigError(f"secret {arn} has no SecretString (binary secrets are not supported)")
+    with _LOCK:
+        _CACHE[arn] = (now, value)
+    return value
+
+
+def reset_cache() -> None:
+    global _client
+    with _LOCK:
+        _CACHE.clear()
+    _client = None

@@ -1,0 +1,1 @@
+layers/common/python/pgkeeper/sql
