@@ -50,7 +50,7 @@ build: tools
 	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam build --template template.yaml
 
 demo: venv services
-	$(BIN)/python -m pgkeeper.demo
+	$(BIN)/python -m demo
 
 bench: venv services
 	$(BIN)/python bench/run.py $(BENCH) $(if $(QUICK),--quick,)

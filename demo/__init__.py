@@ -1,0 +1,1 @@
+"""`make demo`: pgkeeper's jobs against a throwaway database modelled on the seed apps."""
