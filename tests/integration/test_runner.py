@@ -1,0 +1,107 @@
+"""The runner's promises, whatever the job: runs recorded, one run per database, failures raise."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from pgkeeper import locks, runner
+from pgkeeper.errors import DatabaseUnavailableError, EventError, JobFailedError
+from pgkeeper.jobs import JobContext, JobSpec, Options
+from pgkeeper.triggers import JobRequest
+
+
+class ProbeOptions(Options):
+    fail: bool = False
+    crash: bool = False
+
+
+def _probe(ctx: JobContext) -> dict:
+    with ctx.db.connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS probe_marks (run_id text)")
+        conn.execute("INSERT INTO probe_marks VALUES (%s)", [ctx.run_id])
+    if ctx.options.crash:
+        raise RuntimeError("boom")
+    if ctx.options.fail:
+        return {"status": "failed", "errors": ["probe failed on purpose"]}
+    return {"status": "succeeded", "marked": 1}
+
+
+PROBE = JobSpec(name="probe", options=ProbeOptions, run=_probe)
+
+
+@pytest.fixture()
+def env(use_db, write_plan):
+    write_plan({"version": 1})
+    return use_db
+
+
+def _runs(pg: psycopg.Connection) -> list[tuple]:
+    return pg.execute("SELECT job, trigger, status, report, error FROM pgkeeper.runs ORDER BY started_at").fetchall()
+
+
+def test_a_run_is_recorded_with_its_report(env, pg, lambda_context):
+    result = runner.execute(PROBE, JobRequest(job="probe", trigger="schedule"), lambda_context())
+    assert result["status"] == "succeeded"
+    [(job, trigger, status, report, error)] = _runs(pg)
+    assert (job, trigger, status, error) == ("probe", "schedule", "succeeded", None)
+    assert report["marked"] == 1 and "duration_s" in report
+    assert pg.execute("SELECT count(*) FROM probe_marks").fetchone()[0] == 1
+
+
+def test_second_concurrent_run_is_skipped_and_does_nothing(env, pg, lambda_context):
+    with psycopg.connect(env, autocommit=True) as holder:
+        assert locks.try_lock(holder, "probe")
+        result = runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    assert result["status"] == "skipped"
+    assert "holds the lock" in result["report"]["reason"]
+    assert [r[2] for r in _runs(pg)] == ["skipped"]
+    assert pg.execute("SELECT to_regclass('probe_marks')").fetchone()[0] is None
+
+
+def test_lock_is_released_after_a_run(env, pg, lambda_context):
+    runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    with psycopg.connect(env, autocommit=True) as other:
+        assert locks.try_lock(other, "probe")
+
+
+def test_a_failed_job_is_recorded_then_raised(env, pg, lambda_context):
+    with pytest.raises(JobFailedError) as err:
+        runner.execute(PROBE, JobRequest(job="probe", options={"fail": True}), lambda_context())
+    assert "probe failed on purpose" in str(err.value)
+    assert [r[2] for r in _runs(pg)] == ["failed"]
+
+
+def test_a_crashing_job_is_recorded_with_its_error_then_raised(env, pg, lambda_context):
+    with pytest.raises(JobFailedError):
+        runner.execute(PROBE, JobRequest(job="probe", options={"crash": True}), lambda_context())
+    [(_, _, status, _, error)] = _runs(pg)
+    assert status == "failed" and "RuntimeError: boom" in error
+
+
+def test_unknown_options_are_refused_before_anything_runs(env, pg, lambda_context):
+    with pytest.raises(EventError) as err:
+        runner.execute(PROBE, JobRequest(job="probe", options={"dryrun": True}), lambda_context())
+    assert "dryrun" in str(err.value) and "unknown key" in str(err.value)
+    assert pg.execute("SELECT to_regclass('pgkeeper.runs')").fetchone()[0] is None
+
+
+def test_unreachable_database_is_one_clear_error(write_plan, monkeypatch, lambda_context):
+    write_plan({"version": 1, "database": {"connect_timeout_s": 1, "connect_retries": 0}})
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody:secretpw@127.0.0.1:1/none")
+    with pytest.raises(DatabaseUnavailableError) as err:
+        runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    assert "127.0.0.1:1/none" in str(err.value) and "secretpw" not in str(err.value)
+
+
+def test_connections_carry_timeouts_and_application_name(env, write_plan, lambda_context):
+    from pgkeeper.config import get_plan
+    from pgkeeper.db import Database
+
+    db = Database.from_settings(get_plan().database, "probe")
+    with db.connect(purpose="check") as conn:
+        got = conn.execute(
+            "SELECT current_setting('application_name'), current_setting('statement_timeout'), "
+            "current_setting('lock_timeout')"
+        ).fetchone()
+    assert got == ("pgkeeper/probe/check", "5min", "3s")
