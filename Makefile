@@ -6,6 +6,11 @@ BIN := $(VENV)/bin
 TOOLS := .venv-tools
 BENCH ?= all
 QUICK ?=
+# `make build ARCH=x86_64`: the template's Architecture parameter and the layer's wheels move together.
+ARCH ?= arm64
+BUILD_DIR ?= .aws-sam/build
+# SAM needs a region, never credentials, for validate/build; no telemetry from CI.
+SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam
 
 .PHONY: help venv tools services test test-fast lint template-check build demo bench clean
 
@@ -38,7 +43,7 @@ lint: venv
 
 template-check: tools
 	$(TOOLS)/bin/cfn-lint template.yaml
-	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam validate --lint --template template.yaml
+	$(SAM) validate --lint --template template.yaml
 
 test: venv services lint template-check
 	$(BIN)/pytest -q
@@ -47,7 +52,8 @@ test-fast: venv services
 	$(BIN)/pytest -q -x tests/unit
 
 build: tools
-	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam build --template template.yaml
+	PGKEEPER_ARCH=$(ARCH) $(SAM) build --template template.yaml --build-dir $(BUILD_DIR) \
+		--parameter-overrides Architecture=$(ARCH)
 
 demo: venv services
 	$(BIN)/python -m demo

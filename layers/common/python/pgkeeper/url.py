@@ -1,14 +1,291 @@
-"""Function URL requests. Signed-request verification lands with the signed-URL issue; until then
-every URL request is refused, so an unconfigured deployment never runs a job for an anonymous caller."""
+"""Function URL requests: verified first, then routed by Powertools' function-URL resolver.
+
+Every request, whatever its path, is verified (signature, timestamp window, secrets) and its
+webhook-id recorded in the replay store *before* the resolver sees it, so an unsigned or replayed
+request can neither run a job nor learn which routes exist. Then:
+
+    POST /               {"job", "options", "async"?}  200 with the run's result, or
+                         202 {"run_id"} for a long job (or "async": true), continued asynchronously
+    GET  /runs/{run_id}  that run of this function's job (status, report)
+    GET  /health         database reachability and latency, last run per job; ?detail=1 adds
+                         pgkeeper.health's report
+
+Every failure is answered by `webhooks.errors` with a status and a reason code.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import threading
+import time
 from typing import Any
 
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
+
+from . import runner, runs
+from .config import get_plan
+from .db import Database
+from .errors import ConfigError, DatabaseUnavailableError, EventError, NotFoundError, PgkeeperError, ReplayError
 from .jobs import JobSpec
+from .log import logger
+from .plan import Plan
+from .plan.signing import SigningPlan
+from .triggers import JobRequest
+from .webhooks.dispatch import get_invoker, self_function_name
+from .webhooks.errors import DispatchError, MethodNotAllowedError, error_response, status_and_body
+from .webhooks.replay import PostgresReplayStore, RedisReplayStore, ReplayStore, ttl_for
+from .webhooks.secrets import SecretSource
+from .webhooks.session import UrlSession
+from .webhooks.verify import SignedRequest, Verified, Verifier
+
+ALLOW_BEARER_ENV = "PGKEEPER_ALLOW_BEARER"
+BODY_KEYS = {"job", "options", "async"}
+ROUTES = ("POST /", "GET /runs/{run_id}", "GET /health")
+
+app = LambdaFunctionUrlResolver()
+
+# Per container: reused across warm invocations, keyed so a changed plan or database gets new ones.
+_secrets = SecretSource()
+_verifiers: dict[tuple[SigningPlan, bool], Verifier] = {}
+_sessions: dict[tuple[str, str], UrlSession] = {}
+_stores: dict[tuple[str, str, str], ReplayStore] = {}
+_cache_lock = threading.Lock()
 
 
 def handle(spec: JobSpec, event: Any, context: Any) -> dict:
-    body = {"error": "signing_not_configured", "message": "function URL triggers are not enabled yet"}
-    return {"statusCode": 401, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
+    """The answer to one function URL request for the function whose job is `spec`."""
+    started = time.perf_counter()
+    verified: Verified | None = None
+    try:
+        plan = get_plan()
+        request = SignedRequest.from_url_event(event)
+        verified = _verifier(plan.signing).verify(request)
+        if verified.webhook_id is not None:
+            store = _replay_store(plan, spec)
+            if not store.accept(verified.webhook_id, ttl_for(plan.signing.tolerance_s)):
+                raise ReplayError("this webhook-id was already accepted; sign a new request")
+    except PgkeeperError as exc:
+        response = error_response(exc)
+    else:
+        app.append_context(spec=spec, plan=plan, verified=verified, lambda_context=context)
+        response = app.resolve(event, context)
+    _log(event, verified, response, started)
+    return response
+
+
+# ---------------------------------------------------------------------------------------- routes
+
+
+@app.post("/")
+def run_job() -> Response:
+    spec: JobSpec = app.context["spec"]
+    verified: Verified = app.context["verified"]
+    options, run_async = parse_job_body(verified.body, spec)
+    request_id = verified.webhook_id or getattr(app.context["lambda_context"], "aws_request_id", None)
+    if spec.long_running if run_async is None else run_async:
+        return _start_async(spec, options, request_id)
+    request = JobRequest(job=spec.name, options=options, trigger="url", request_id=request_id)
+    result = runner.execute(spec, request, app.context["lambda_context"])
+    return _json(200, result)
+
+
+@app.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    spec: JobSpec = app.context["spec"]
+    run = _session(app.context["plan"], spec).run(lambda conn: runs.get_run(conn, run_id))
+    if run is None or run["job"] != spec.name:
+        raise NotFoundError(f"no {spec.name} run with id {run_id}", reason="run_not_found")
+    return _json(200, run)
+
+
+@app.get("/health")
+def health() -> Response:
+    spec: JobSpec = app.context["spec"]
+    plan: Plan = app.context["plan"]
+    session = _session(plan, spec)
+    try:
+        t0 = time.perf_counter()
+        session.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        latency_ms = round((time.perf_counter() - t0) * 1000, 2)
+        last = session.run(runs.last_runs)
+    except DatabaseUnavailableError:
+        return _json(503, {"status": "unavailable", "function": spec.name,
+                           "database": {"reachable": False}, "error": "database_unavailable"})
+    body: dict[str, Any] = {"status": "ok", "function": spec.name,
+                            "database": {"reachable": True, "latency_ms": latency_ms}, "last_runs": last}
+    if app.current_event.get_query_string_value("detail", "") in ("1", "true", "yes"):
+        body["report"] = _health_report(plan, spec)
+    return _json(200, body)
+
+
+@app.exception_handler(PgkeeperError)
+def _answer_error(exc: PgkeeperError) -> Response:
+    status, body = status_and_body(exc)
+    return _json(status, body)
+
+
+@app.not_found
+def _not_found(_exc: Exception) -> Response:
+    method = app.current_event.http_method.upper()
+    path = app.current_event.path
+    known = path in ("/", "/health") or path.startswith("/runs/")
+    if known:
+        err: PgkeeperError = MethodNotAllowedError(f"{method} is not allowed on {path}; routes: {', '.join(ROUTES)}")
+    else:
+        err = NotFoundError(f"no route {method} {path}; routes: {', '.join(ROUTES)}")
+    return _answer_error(err)
+
+
+# ------------------------------------------------------------------------------------ the pieces
+
+
+def parse_job_body(text: str, spec: JobSpec) -> tuple[dict[str, Any], bool | None]:
+    """`{"job", "options", "async"}` for this function's job; anything else is a 400 naming why."""
+    if not text.strip():
+        raise EventError(f'empty body; expected {{"job": "{spec.name}", "options": {{...}}}}', reason="bad_body")
+    try:
+        body = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise EventError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                         reason="invalid_json") from None
+    if not isinstance(body, dict):
+        raise EventError(f"body must be a JSON object, got {type(body).__name__}", reason="bad_body")
+    unknown = set(body) - BODY_KEYS
+    if unknown:
+        raise EventError(f"unknown body keys {sorted(unknown)}; expected {sorted(BODY_KEYS)}", reason="bad_body")
+    if "job" not in body:
+        raise EventError(f'body must name the job: {{"job": "{spec.name}", ...}}', reason="bad_body")
+    if body["job"] != spec.name:
+        raise EventError(f"this function runs job {spec.name!r}; the body names {body['job']!r}", reason="wrong_job")
+    options = body.get("options")
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise EventError(f"options must be an object, got {type(options).__name__}", reason="bad_body")
+    run_async = body.get("async")
+    if run_async is not None and not isinstance(run_async, bool):
+        raise EventError("async must be true or false", reason="bad_body")
+    return options, run_async
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"job": "cleanup", "job": "refresh"}: parsers disagree on which wins; a signed body must not be ambiguous.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise EventError(f"duplicate key {key!r} in the body", reason="bad_body")
+        out[key] = value
+    return out
+
+
+def _start_async(spec: JobSpec, options: dict[str, Any], request_id: str | None) -> Response:
+    """Record a queued run, then continue in an asynchronous invocation of this same function."""
+    opts_json = runner.validate_options(spec, options).model_dump(mode="json", exclude_defaults=True)
+    session = _session(app.context["plan"], spec)
+    run_id = runs.new_run_id()
+    session.run(lambda conn: runs.queue(conn, run_id, spec.name, "url", request_id, opts_json))
+    payload = {"job": spec.name, "options": options, "trigger": "async", "run_id": run_id, "request_id": request_id}
+    try:
+        get_invoker().invoke_async(self_function_name(app.context["lambda_context"]), payload)
+    except DispatchError as exc:
+        error = str(exc)[:4000]
+        try:
+            session.run(lambda conn: runs.finish(conn, run_id, "failed", None, error=error))
+        except DatabaseUnavailableError:
+            logger.warning("could not mark the undispatched run failed", extra={"run_id": run_id})
+        raise
+    logger.info("job queued", extra={"job": spec.name, "run_id": run_id})
+    return _json(202, {"run_id": run_id, "job": spec.name, "status": "queued", "poll": f"/runs/{run_id}"})
+
+
+class HealthReportUnavailableError(PgkeeperError):
+    status = 501
+    reason = "health_report_unavailable"
+
+
+def _health_report(plan: Plan, spec: JobSpec) -> Any:
+    # Imported on demand: only ?detail=1 pays for it, and a build without it still answers /health.
+    if importlib.util.find_spec("pgkeeper.health") is None:
+        raise HealthReportUnavailableError("this build has no detailed health report")
+    from .health import build_report
+
+    db = Database.from_settings(plan.database, spec.name)
+    try:
+        conn = db.connect(autocommit=True, purpose="health")
+        try:
+            return build_report(conn, plan)
+        finally:
+            conn.close()
+    finally:
+        db.close()
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body, default=str),
+                    headers={"cache-control": "no-store"})
+
+
+def _verifier(signing: SigningPlan) -> Verifier:
+    allow_bearer = signing.allow_bearer or os.environ.get(ALLOW_BEARER_ENV, "").lower() in ("1", "true", "yes")
+    key = (signing, allow_bearer)
+    with _cache_lock:
+        verifier = _verifiers.get(key)
+        if verifier is None:
+            verifier = _verifiers[key] = Verifier(_secrets, tolerance_s=signing.tolerance_s,
+                                                  allow_bearer=allow_bearer, secret_cache_s=signing.secret_cache_s)
+    return verifier
+
+
+def _session(plan: Plan, spec: JobSpec) -> UrlSession:
+    db = Database.from_settings(plan.database, spec.name)
+    key = (db.conninfo, spec.name)
+    with _cache_lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = _sessions[key] = UrlSession(db)
+    return session
+
+
+def _replay_store(plan: Plan, spec: JobSpec) -> ReplayStore:
+    signing = plan.signing
+    if signing.replay_store == "redis":
+        url = os.environ.get(signing.redis_url_env, "").strip()
+        if not url:
+            raise ConfigError(f"signing.replay_store is redis: set {signing.redis_url_env} to a redis:// URL")
+        key = ("redis", url, "")
+    else:
+        session = _session(plan, spec)
+        key = ("postgres", session.db.conninfo, spec.name)
+    with _cache_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = RedisReplayStore(url) if key[0] == "redis" else PostgresReplayStore(session)
+    return store
+
+
+def _log(event: Any, verified: Verified | None, response: dict, started: float) -> None:
+    """One line per request: never a header value, a body or a secret."""
+    status = response.get("statusCode")
+    reason = None
+    if isinstance(status, int) and status >= 400:
+        try:
+            reason = json.loads(response.get("body") or "{}").get("error")
+        except (json.JSONDecodeError, AttributeError):
+            reason = None
+    http = (event.get("requestContext") or {}).get("http") or {}
+    logger.info("function URL request", extra={
+        "method": http.get("method"), "path": event.get("rawPath"), "status": status, "reason": reason,
+        "scheme": verified.scheme if verified else None, "webhook_id": verified.webhook_id if verified else None,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    })
+
+
+def reset() -> None:
+    """Forget cached sessions, stores and verifiers (tests; `pgkeeper serve` on shutdown)."""
+    with _cache_lock:
+        for session in _sessions.values():
+            session.close()
+        _sessions.clear()
+        _stores.clear()
+        _verifiers.clear()

@@ -1,0 +1,210 @@
+"""Backup throughput, size and memory: pgkeeper against the pipelines users script today.
+
+All three upload the same database to the same moto S3 server (its own process):
+  A  pg_dump -Fc | aws s3 cp - s3://...                      (what the seeds' peers run)
+  B  pg_dump -Fc -Z0 | zstd -3 -T0 | aws s3 cp - s3://...    (the best hand-made pipeline)
+  C  pgkeeper's backup job (snapshot + exact counts, zstd, SHA-256, multipart, manifest, and the
+     read-back verification), run in a child process so its peak RSS is its own.
+Throughput is the uncompressed archive size (pg_dump -Z0 bytes, the same for all) over wall time.
+The aws CLI is the one on PATH (`aws --version`); install it with `pip install awscli` if missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import psycopg
+from common import scratch_database
+from psycopg.conninfo import conninfo_to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "pgk-bench"
+
+DATA = """
+CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, name text, country text, created_at timestamptz,
+                        plan text, profile jsonb);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, created_at timestamptz, status text,
+                     amount numeric(12,2), currency text, note text);
+CREATE TABLE events (id bigint, at timestamptz, kind text, session text, payload jsonb);
+"""
+
+WORDS = ("ARRAY['alpha','bravo','charlie','delta','echo','foxtrot','golf','hotel','india','juliet','kilo',"
+         "'lima','mike','november','oscar','papa','quebec','romeo','sierra','tango','uniform','victor']")
+
+
+def _load(conn: psycopg.Connection, scale: int) -> None:
+    """~ scale * 100 MB of mixed rows: ids, timestamps, enums, money, words, hashes, JSON."""
+    conn.execute(DATA)
+    customers = 60_000 * scale
+    conn.execute(f"""
+        INSERT INTO customers SELECT g, 'user' || g || '@example.com', initcap(({WORDS})[1 + g % 22]) || ' ' ||
+               initcap(({WORDS})[1 + (g * 7) % 22]), (ARRAY['US','DE','FR','GB','BR','IN','JP'])[1 + g % 7],
+               '2020-01-01'::timestamptz + g * interval '37 seconds', (ARRAY['free','pro','team'])[1 + g % 3],
+               jsonb_build_object('theme', (ARRAY['dark','light'])[1 + g % 2], 'newsletter', g % 4 = 0,
+                                  'ref', md5(g::text))
+        FROM generate_series(1, {customers}) g""")
+    conn.execute(f"""
+        INSERT INTO orders SELECT g, 1 + (g * 13) % {customers}, '2021-01-01'::timestamptz + g * interval '11 seconds',
+               (ARRAY['paid','pending','refunded','shipped'])[1 + g % 4], round((random() * 500)::numeric, 2),
+               (ARRAY['USD','EUR','GBP'])[1 + g % 3],
+               CASE WHEN g % 3 = 0 THEN NULL ELSE ({WORDS})[1 + g % 22] || ' ' || ({WORDS})[1 + (g / 3) % 22]
+                    || ' ' || substr(md5(g::text), 1, 8) END
+        FROM generate_series(1, {250_000 * scale}) g""")
+    conn.execute(f"""
+        INSERT INTO events SELECT g, '2024-01-01'::timestamptz + g * interval '3 seconds',
+               (ARRAY['view','click','signup','purchase','logout'])[1 + g % 5], md5((g / 20)::text),
+               jsonb_build_object('path', '/' || ({WORDS})[1 + g % 22] || '/' || (g % 1000), 'ms', g % 997,
+                                  'ua', (ARRAY['Mozilla/5.0 (Macintosh)','Mozilla/5.0 (Windows NT 10.0)',
+                                               'Mozilla/5.0 (iPhone)'])[1 + g % 3])
+        FROM generate_series(1, {300_000 * scale}) g""")
+    conn.execute("VACUUM ANALYZE")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, deadline_s: float = 30.0) -> None:
+    import urllib.request
+
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+def _shell(cmd: str, env: dict) -> float:
+    t0 = time.monotonic()
+    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t0
+
+
+CHILD = """
+import json, resource, sys, time
+from pgkeeper import runner
+from pgkeeper.jobs.backup import JOB
+from pgkeeper.local.context import LocalContext
+from pgkeeper.triggers import JobRequest
+t0 = time.monotonic()
+r = runner.execute(JOB, JobRequest(job="backup", options={}), LocalContext(900))
+wall = time.monotonic() - t0
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print("BENCH " + json.dumps({"wall": wall, "self_mb": me, "children_mb": kids, "report": r["report"]}))
+"""
+
+
+def _pgkeeper(env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit("bench backup: the pgkeeper run failed")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
+    return json.loads(line[6:])
+
+
+def main(quick: bool) -> dict:
+    aws = shutil.which("aws")
+    if not aws or not shutil.which("zstd") or not shutil.which("pg_dump"):
+        raise SystemExit("bench backup: needs aws (pip install awscli), zstd and pg_dump on PATH")
+    scale = 2 if quick else 12
+    rounds = 1 if quick else 2
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "POWERTOOLS_LOG_LEVEL": "WARNING",
+           "LOG_LEVEL": "WARNING"}
+    try:
+        _wait_http(endpoint)
+        os.environ.update({k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                               "AWS_DEFAULT_REGION")})
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        with scratch_database("pgk_bench_backup") as url, tempfile.TemporaryDirectory() as tmp:
+            print(f"bench backup: loading ~{scale * 100} MB", file=sys.stderr)
+            t0 = time.monotonic()
+            with psycopg.connect(url, autocommit=True) as conn:
+                _load(conn, scale)
+                db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            print(f"bench backup: loaded {db_bytes / 1e6:.0f} MB in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+            p = conninfo_to_dict(url)
+            pgenv = {**env, "PGHOST": str(p.get("host", "127.0.0.1")), "PGPORT": str(p.get("port", 5432)),
+                     "PGUSER": str(p.get("user", "postgres")), "PGDATABASE": str(p["dbname"])}
+            # Warm the cache and measure the archive size once (the common numerator).
+            archive = subprocess.run("pg_dump -Fc -Z0 | wc -c", shell=True, env=pgenv, capture_output=True,
+                                     text=True, check=True)
+            archive_bytes = int(archive.stdout.strip())
+            plan = Path(tmp) / "plan.yaml"
+            plan.write_text(f"version: 1\nbackup:\n  bucket: {BUCKET}\n  retention:\n    enabled: false\n")
+            cenv = {**env, "DATABASE_URL": url, "PGKEEPER_PLAN": str(plan)}
+            times: dict[str, list[float]] = {"A": [], "B": [], "C": []}
+            sizes: dict[str, int] = {}
+            rss: list[float] = []
+            child_rss: list[float] = []
+            reports = []
+            ep = f"--endpoint-url {endpoint}"
+            for r in range(rounds):
+                key_a, key_b = f"a-{r}.dump", f"b-{r}.dump.zst"
+                times["A"].append(_shell(f"pg_dump -Fc | {aws} {ep} s3 cp - s3://{BUCKET}/{key_a}", pgenv))
+                sizes["A"] = s3.head_object(Bucket=BUCKET, Key=key_a)["ContentLength"]
+                s3.delete_object(Bucket=BUCKET, Key=key_a)
+                print(f"  A pg_dump -Fc | aws s3 cp: {times['A'][-1]:.1f} s", file=sys.stderr)
+                times["B"].append(_shell(f"pg_dump -Fc -Z0 | zstd -q -3 -T0 | {aws} {ep} s3 cp - s3://{BUCKET}/{key_b}",
+                                         pgenv))
+                sizes["B"] = s3.head_object(Bucket=BUCKET, Key=key_b)["ContentLength"]
+                s3.delete_object(Bucket=BUCKET, Key=key_b)
+                print(f"  B pg_dump -Z0 | zstd -3 -T0 | aws s3 cp: {times['B'][-1]:.1f} s", file=sys.stderr)
+                out = _pgkeeper(cenv)
+                times["C"].append(out["wall"])
+                rss.append(out["self_mb"])
+                child_rss.append(out["children_mb"])
+                reports.append(out["report"])
+                sizes["C"] = out["report"]["bytes_out"]
+                s3.delete_object(Bucket=BUCKET, Key=out["report"]["key"])
+                s3.delete_object(Bucket=BUCKET, Key=out["report"]["manifest_key"])
+                print(f"  C pgkeeper backup job: {times['C'][-1]:.1f} s (dump {out['report']['dump_s']:.1f} s, "
+                      f"verify {out['report']['verification']['duration_s']:.1f} s)", file=sys.stderr)
+    finally:
+        moto.terminate()
+        moto.wait(10)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    mbps = {k: archive_bytes / 1e6 / v for k, v in med.items()}
+    dump_s = statistics.median(r["dump_s"] for r in reports)
+    return {
+        "bench": "backup",
+        "database_mb": round(db_bytes / 1e6),
+        "archive_mb": round(archive_bytes / 1e6),
+        "rounds": rounds,
+        "seconds": {k: round(v, 2) for k, v in med.items()},
+        "throughput_mb_s": {k: round(v, 1) for k, v in mbps.items()},
+        "size_mb": {k: round(v / 1e6, 1) for k, v in sizes.items()},
+        "throughput_ratio": round(med["B"] / med["C"], 2),
+        "speedup_vs_fc": round(med["A"] / med["C"], 2),
+        "throughput_ratio_dump_phase": round(med["B"] / dump_s, 2),
+        "size_ratio": round(sizes["C"] / sizes["A"], 3),
+        "size_ratio_vs_b": round(sizes["C"] / sizes["B"], 3),
+        "peak_rss_mb": round(max(rss), 1),
+        "pg_dump_peak_rss_mb": round(max(child_rss), 1),
+        "verify_s": round(statistics.median(r["verification"]["duration_s"] for r in reports), 2),
+        "aws_cli": subprocess.run([aws, "--version"], capture_output=True, text=True).stdout.strip()
+                   or subprocess.run([aws, "--version"], capture_output=True, text=True).stderr.strip(),
+    }

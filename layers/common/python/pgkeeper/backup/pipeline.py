@@ -1,0 +1,259 @@
+"""pg_dump → zstd → S3 multipart upload, in one stream: no temp file, bounded memory.
+
+The producer (the calling thread) reads pg_dump's stdout, feeds zstd (whose worker threads
+compress without the GIL), hashes the compressed bytes in order (SHA-256) and cuts them into
+parts; a small pool uploads parts concurrently. At most `concurrency + 1` parts exist in memory
+at once, whatever the database size. On any failure pg_dump is killed and the multipart upload
+is aborted, so no object appears; the caller raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+
+from ..log import logger
+from .errors import BackupError
+
+READ_SIZE = 1024 * 1024
+PIPE_SIZE = 1024 * 1024
+PARTS_PER_SIZE_STEP = 1000
+"""Part size doubles every 1000 parts: S3 allows 10,000 parts, so 16 MiB parts reach far past 1 TB."""
+
+
+@dataclass
+class Progress:
+    bytes_in: int = 0
+    bytes_out: int = 0
+    parts: int = 0
+    started: float = 0.0
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    key: str
+    bytes_in: int
+    bytes_out: int
+    sha256: str
+    parts: int
+    dump_s: float
+    part_size: int
+
+
+class Aborted(BackupError):
+    """Raised inside the producer when the upload side has already failed."""
+
+
+class MultipartUpload:
+    """One S3 multipart upload with a bounded number of parts in flight."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, *, concurrency: int, metadata: dict[str, str]) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.key = key
+        self.upload_id: str | None = None
+        self._metadata = metadata
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pgkeeper-upload")
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._futures: list[Future] = []
+        self._etags: dict[int, str] = {}
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        resp = self.s3.create_multipart_upload(
+            Bucket=self.bucket, Key=self.key, ContentType="application/zstd", Metadata=self._metadata
+        )
+        self.upload_id = resp["UploadId"]
+
+    def submit(self, number: int, data: bytes) -> None:
+        """Queue part `number`; blocks while `concurrency` parts are in flight (backpressure)."""
+        self._raise_if_failed()
+        self._slots.acquire()
+        self._raise_if_failed(release=True)
+        self._futures.append(self._pool.submit(self._upload, number, data))
+
+    def _upload(self, number: int, data: bytes) -> None:
+        try:
+            resp = self.s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+            )
+            self._etags[number] = resp["ETag"]
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+            raise
+        finally:
+            self._slots.release()
+
+    def _raise_if_failed(self, release: bool = False) -> None:
+        if self._error is not None:
+            if release:
+                self._slots.release()
+            raise Aborted(f"uploading a part of s3://{self.bucket}/{self.key} failed: {_describe(self._error)}")
+
+    def complete(self) -> None:
+        for f in self._futures:
+            f.exception()  # wait for all; the first error is in self._error
+        self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+        parts = [{"PartNumber": n, "ETag": e} for n, e in sorted(self._etags.items())]
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+        )
+
+    def abort(self) -> str | None:
+        """Stop uploading and abort; returns a warning when S3 could not be told (the bucket's
+        lifecycle rule then removes the incomplete upload)."""
+        for f in self._futures:
+            f.cancel()
+        self._pool.shutdown(wait=True)
+        if self.upload_id is None:
+            return None
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except Exception as exc:  # the abort is best effort; the original failure is what we raise
+            code = _describe(exc)
+            if "NoSuchUpload" in code:
+                return None  # already gone (aborted by someone else or by the lifecycle rule)
+            logger.warning("could not abort the multipart upload", extra={"key": self.key, "error": code})
+            return f"the incomplete upload could not be aborted ({code}); the bucket's lifecycle rule removes it"
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    err = getattr(exc, "response", None)
+    if isinstance(err, dict) and "Error" in err:
+        return f"{err['Error'].get('Code', '?')}: {err['Error'].get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+class StderrTail:
+    """Keeps the last lines a child writes to stderr (for the error message), never the whole."""
+
+    def __init__(self, stream: Any, lines: int = 20) -> None:
+        self._lines: deque[str] = deque(maxlen=lines)
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            self._lines.append(raw.decode("utf-8", "replace").rstrip())
+        stream.close()
+
+    def text(self, wait_s: float = 5.0) -> str:
+        self._thread.join(wait_s)
+        return "\n".join(line for line in self._lines if line)
+
+
+def _grow_pipe(fd: int) -> None:
+    """Fewer, larger reads from pg_dump (Linux only; harmless elsewhere)."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def part_size_for(number: int, base: int) -> int:
+    return base * (2 ** ((number - 1) // PARTS_PER_SIZE_STEP))
+
+
+def dump_to_s3(
+    argv: list[str],
+    env: dict[str, str],
+    upload: MultipartUpload,
+    *,
+    level: int,
+    threads: int,
+    part_size: int,
+    deadline: Callable[[Progress], bool] | None = None,
+    on_part: Callable[[Progress], None] | None = None,
+) -> UploadResult:
+    """Run pg_dump (`argv`) and stream its output, compressed, into `upload`.
+
+    `deadline(progress)` returning True stops the dump (the Lambda is about to run out of time).
+    `on_part(progress)` is called after each part is handed to the uploader.
+    """
+    progress = Progress(started=time.monotonic())
+    sha = hashlib.sha256()
+    cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    comp = cctx.compressobj()
+    buf = bytearray()
+    number = 1
+    proc: subprocess.Popen | None = None
+    try:
+        upload.start()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, bufsize=0)
+        stderr = StderrTail(proc.stderr)
+        fd = proc.stdout.fileno()
+        _grow_pipe(fd)
+
+        def emit(data: bytes) -> None:
+            nonlocal number
+            sha.update(data)
+            upload.submit(number, data)
+            progress.parts = number
+            progress.bytes_out += len(data)
+            number += 1
+            if on_part is not None:
+                on_part(progress)
+
+        while True:
+            chunk = os.read(fd, READ_SIZE)
+            if not chunk:
+                break
+            progress.bytes_in += len(chunk)
+            out = comp.compress(chunk)
+            if out:
+                buf += out
+                while len(buf) >= (size := part_size_for(number, part_size)):
+                    emit(bytes(buf[:size]))
+                    del buf[:size]
+            if deadline is not None and deadline(progress):
+                raise BackupError(
+                    f"out of time after dumping {progress.bytes_in / 1e6:.0f} MB: raise the function's timeout "
+                    "(or memory, which brings more CPU) or exclude large tables' data"
+                )
+        rc = proc.wait()
+        if rc != 0:
+            how = f"was killed by signal {-rc}" if rc < 0 else f"failed (exit {rc})"
+            detail = stderr.text()
+            raise BackupError(f"pg_dump {how}" + (f": {detail[-2000:]}" if detail else ""))
+        buf += comp.flush()
+        while buf:
+            size = part_size_for(number, part_size)
+            emit(bytes(buf[:size]))
+            del buf[:size]
+        upload.complete()
+    except BaseException as exc:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        warning = upload.abort()
+        if warning and isinstance(exc, BackupError):
+            raise BackupError(f"{exc}; {warning}") from exc
+        if isinstance(exc, BackupError | KeyboardInterrupt):
+            raise
+        raise BackupError(f"backup upload failed: {_describe(exc)}" + (f"; {warning}" if warning else "")) from exc
+    finally:
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+    return UploadResult(
+        key=upload.key,
+        bytes_in=progress.bytes_in,
+        bytes_out=progress.bytes_out,
+        sha256=sha.hexdigest(),
+        parts=progress.parts,
+        dump_s=time.monotonic() - progress.started,
+        part_size=part_size,
+    )

@@ -1,0 +1,256 @@
+"""Reading a backup back: stream the object, check its SHA-256, decompress, feed pg_restore.
+
+One pass, no temp file. When the stream restores into a database, pg_restore runs with
+--single-transaction and the final decompressed bytes are held back until the whole object's
+SHA-256 has matched the manifest: on a mismatch pg_restore is stopped before it can have read
+the end of the archive, so its transaction never commits and nothing is restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import zstandard
+from psycopg.conninfo import conninfo_to_dict
+
+from .errors import BackupError, ChecksumMismatchError
+from .pgtools import Tool, child_env, libpq_target
+from .pipeline import StderrTail
+
+READ_SIZE = 1024 * 1024
+
+
+class HashingReader:
+    """A file-like view of the S3 body that hashes and counts the compressed bytes as they pass."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._body.read(size if size and size > 0 else READ_SIZE)
+        if data:
+            self.sha.update(data)
+            self.bytes += len(data)
+        return data
+
+
+class Sink:
+    """A pg_restore process fed on stdin. `may_stop_early`: `pg_restore --list` stops reading after
+    the table of contents, which is success, not a broken pipe."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], *, may_stop_early: bool = False,
+                 capture_stdout: bool = False) -> None:
+        self.name = name
+        self.may_stop_early = may_stop_early
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=env)
+        self.stderr = StderrTail(self.proc.stderr)
+        self.stdout_lines: list[str] = []
+        self._reader = None
+        if capture_stdout:
+            self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+            self._reader.start()
+        self.open = True
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.stdout_lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def write(self, data: bytes) -> None:
+        if not self.open:
+            return
+        try:
+            self.proc.stdin.write(data)
+        except BrokenPipeError:
+            self.open = False
+            if not self.may_stop_early:
+                raise BackupError(f"{self.name} stopped reading: {self._failure()}") from None
+
+    def finish(self) -> None:
+        """Close stdin, wait, raise with pg_restore's own words if it failed."""
+        if self.open:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                if not self.may_stop_early:
+                    raise BackupError(f"{self.name} stopped reading: {self._failure()}") from None
+            self.open = False
+        rc = self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(30)
+        if rc != 0:
+            raise BackupError(f"{self.name} failed: {self._failure()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.open = False
+
+    def _failure(self) -> str:
+        rc = self.proc.wait()
+        text = self.stderr.text()
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
+        return f"{how}" + (f": {text[-2000:]}" if text else "")
+
+
+@dataclass
+class StreamStats:
+    sha256: str
+    bytes_compressed: int
+    bytes_decompressed: int
+    seconds: float
+
+
+def stream_archive(
+    body: Any,
+    sinks: list[Sink],
+    *,
+    expected_sha256: str | None,
+    hold_back: bool,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StreamStats:
+    """Feed the decompressed object to every sink; check the SHA-256 before the last bytes go out.
+
+    On any failure every sink is killed (an unfinished pg_restore --single-transaction commits
+    nothing) and the error is raised.
+    """
+    started = time.monotonic()
+    reader = HashingReader(body)
+    decompressed = 0
+    pending: bytes | None = None
+    try:
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(reader, read_size=READ_SIZE,
+                                                           read_across_frames=True) as zr:
+                while True:
+                    chunk = zr.read(READ_SIZE)
+                    if not chunk:
+                        break
+                    decompressed += len(chunk)
+                    if hold_back:
+                        if pending is not None:
+                            _feed(sinks, pending)
+                        pending = chunk
+                    else:
+                        _feed(sinks, chunk)
+                    if on_progress is not None:
+                        on_progress(reader.bytes, decompressed)
+        except zstandard.ZstdError as exc:
+            raise ChecksumMismatchError(f"the object cannot be decompressed ({exc}): it was altered or damaged "
+                                        "after upload") from exc
+        while reader.read(READ_SIZE):
+            pass  # bytes after the zstd data would still count in the object's checksum
+        digest = reader.sha.hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise ChecksumMismatchError(
+                f"SHA-256 of the object is {digest}, the manifest says {expected_sha256}: the object was altered "
+                "or damaged after upload; nothing was restored from it"
+            )
+        if pending is not None:
+            _feed(sinks, pending)
+        for sink in sinks:
+            sink.finish()
+    except BaseException:
+        for sink in sinks:
+            sink.kill()
+        raise
+    return StreamStats(digest, reader.bytes, decompressed, time.monotonic() - started)
+
+
+def _feed(sinks: list[Sink], data: bytes) -> None:
+    for sink in sinks:
+        sink.write(data)
+
+
+def list_sink(tool: Tool) -> Sink:
+    return Sink("pg_restore --list", [tool.path, "--list"], child_env(tool, {}), may_stop_early=True,
+                capture_stdout=True)
+
+
+def restore_sink(tool: Tool, conninfo: str, *, with_owners: bool = False, purpose: str = "restore") -> Sink:
+    """pg_restore into `conninfo`, all or nothing (--single-transaction --exit-on-error)."""
+    target, env = libpq_target(conninfo, f"pgkeeper/{purpose}")
+    argv = [tool.path, "--dbname", target, "--single-transaction", "--exit-on-error"]
+    if not with_owners:
+        # Another environment rarely has the same roles; owners and grants would fail the restore.
+        argv += ["--no-owner", "--no-privileges"]
+    return Sink("pg_restore", argv, child_env(tool, env))
+
+
+def table_data_entries(toc_lines: list[str]) -> list[str]:
+    """`SCHEMA NAME OWNER` of every TABLE DATA entry in `pg_restore --list` output."""
+    out = []
+    for line in toc_lines:
+        if line.startswith(";") or "; " not in line:
+            continue
+        rest = line.split("; ", 1)[1].split(" ", 2)
+        if len(rest) == 3 and rest[2].startswith("TABLE DATA "):
+            out.append(rest[2].removeprefix("TABLE DATA "))
+    return out
+
+
+def user_tables(conninfo: str) -> int:
+    """How many tables the target database already has outside the system schemas."""
+    with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
+            "AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema']) AND n.nspname !~ '^pg_'"
+        ).fetchone()
+    return int(row[0])
+
+
+def dbname(conninfo: str) -> str:
+    return str(conninfo_to_dict(conninfo).get("dbname") or "")
+
+
+def restore_backup(
+    store: Any,
+    ref: Any,
+    target: str,
+    tool: Tool,
+    *,
+    manifest: dict,
+    with_owners: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Restore backup `ref` into the database `target` and compare its row counts with the manifest.
+
+    The SHA-256 is checked in the same pass, before pg_restore may commit (see the module doc).
+    Returns {"tables", "rows", "mismatches": [...], "seconds", ...}; raises on any failure.
+    """
+    from . import manifest as mf
+    from .snapshot import count_tables
+
+    body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
+    sink = restore_sink(tool, target, with_owners=with_owners)
+    stats = stream_archive(body, [sink], expected_sha256=manifest["sha256"], hold_back=True,
+                           on_progress=on_progress)
+    with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+        restored = count_tables(conn, mf.tables_of(manifest))
+    expected = mf.counts_of(manifest)
+    mismatches = [{"schema": s, "name": n, "manifest": want, "restored": restored.get((s, n))}
+                  for (s, n), want in expected.items() if restored.get((s, n)) != want]
+    return {
+        "key": ref.key,
+        "tables": len(expected),
+        "rows": sum(restored.values()),
+        "mismatches": mismatches,
+        "sha256": stats.sha256,
+        "bytes_compressed": stats.bytes_compressed,
+        "bytes_restored": stats.bytes_decompressed,
+        "seconds": round(stats.seconds, 3),
+    }

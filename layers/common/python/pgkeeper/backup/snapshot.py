@@ -1,0 +1,152 @@
+"""The snapshot a backup is taken in, and exact row counts in that same snapshot.
+
+pgkeeper opens a REPEATABLE READ transaction, exports its snapshot and hands the id to
+`pg_dump --snapshot`; the transaction stays open until the dump is done. Counting rows in that
+transaction therefore counts exactly what the dump contains: the manifest's counts can be
+compared with a restore, row for row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from ..db import Database
+from ..idents import display
+from ..plan.backup import BackupPlan
+from ..plan.base import split_name
+
+# Ordinary tables (partitions included; a partitioned parent holds no rows itself) that pg_dump
+# writes TABLE DATA for: not system, not temporary, not members of an extension.
+_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND c.relpersistence <> 't'
+  AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
+  AND n.nspname !~ '^pg_(toast|temp_)'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend d
+      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+# Extension configuration tables: pg_dump writes (filtered) data for them, but they are the
+# extension's, not the application's, so they are listed apart and not counted.
+_EXTENSION_CONFIG = """
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_extension e
+CROSS JOIN LATERAL pg_catalog.unnest(e.extconfig) AS cfg(oid)
+JOIN pg_catalog.pg_class c ON c.oid = cfg.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+"""
+
+
+@dataclass(frozen=True)
+class TableCount:
+    schema: str
+    name: str
+    rows: int
+
+    @property
+    def display(self) -> str:
+        return display(self.schema, self.name)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tables the dump holds rows for, and the pg_dump flags that say the same."""
+
+    tables: list[tuple[str, str]]
+    extension_tables: list[tuple[str, str]]
+    pg_dump_args: list[str]
+
+
+def dump_pattern(schema: str, name: str | None = None) -> str:
+    """An exact pg_dump pattern: inside double quotes nothing is a wildcard and case is kept."""
+
+    def q(part: str) -> str:
+        return '"' + part.replace('"', '""') + '"'
+
+    return q(schema) if name is None else f"{q(schema)}.{q(name)}"
+
+
+def select_tables(conn: psycopg.Connection, plan: BackupPlan) -> Selection:
+    excluded_schemas = set(plan.exclude_schemas)
+    excluded = {split_name(t) for t in plan.exclude_tables}
+    no_data = {split_name(t) for t in plan.exclude_table_data}
+    rows = conn.execute(_TABLES).fetchall()
+    tables = [(s, n) for s, n in rows if s not in excluded_schemas and (s, n) not in excluded and (s, n) not in no_data]
+    ext = [(s, n) for s, n in conn.execute(_EXTENSION_CONFIG).fetchall() if s not in excluded_schemas]
+    args: list[str] = []
+    for schema in sorted(excluded_schemas):
+        args.append(f"--exclude-schema={dump_pattern(schema)}")
+    for schema, name in sorted(excluded):
+        args.append(f"--exclude-table={dump_pattern(schema, name)}")
+    for schema, name in sorted(no_data):
+        args.append(f"--exclude-table-data={dump_pattern(schema, name)}")
+    return Selection(tables=tables, extension_tables=ext, pg_dump_args=args)
+
+
+class Snapshot:
+    """A REPEATABLE READ, READ ONLY transaction whose snapshot is exported for pg_dump.
+
+    Use as a context manager; the transaction (and so the exported snapshot) lives until exit.
+    """
+
+    def __init__(self, db: Database, *, timeout_s: float) -> None:
+        self._db = db
+        self._timeout_ms = max(1000, int(timeout_s * 1000))
+        self.conn: psycopg.Connection | None = None
+        self.snapshot_id = ""
+        self.server_version_num = 0
+        self.started_at = 0.0
+
+    def __enter__(self) -> Snapshot:
+        conn = self._db.connect(autocommit=False, statement_timeout_ms=self._timeout_ms, purpose="snapshot")
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            # The transaction sits idle while pg_dump works on another connection: the plan's
+            # idle-in-transaction timeout would end it (and the exported snapshot) too early.
+            conn.execute("SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', %s, true)",
+                         [str(self._timeout_ms)])
+            self.snapshot_id = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+            self.server_version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+        self.started_at = time.time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.rollback()
+            finally:
+                self.conn.close()
+                self.conn = None
+
+    def count_rows(self, tables: list[tuple[str, str]]) -> list[TableCount]:
+        """Exact counts, one `count(*)` per table, all in the exported snapshot."""
+        assert self.conn is not None, "count_rows() outside `with Snapshot(...)`"
+        counts = []
+        for schema, name in tables:
+            query = sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, name))
+            counts.append(TableCount(schema, name, int(self.conn.execute(query).fetchone()[0])))
+        return counts
+
+
+def count_tables(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Row counts in a restored database (the restore test, `pgkeeper restore`)."""
+    out = {}
+    for schema, name in tables:
+        query = sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, name))
+        out[(schema, name)] = int(conn.execute(query).fetchone()[0])
+    return out

@@ -1,0 +1,137 @@
+"""The backups in a bucket: only those with a manifest exist, for every reader.
+
+Layout, under the plan's prefix:
+
+    <prefix><database>/<YYYYmmddTHHMMSSZ>-<run>[-<label>].pgdump.zst     the dump (zstd)
+    <prefix><database>/<YYYYmmddTHHMMSSZ>-<run>[-<label>].manifest.json  written last
+
+The timestamp in the name orders and dates backups without reading a single manifest, so listing
+and retention cost one LIST request per 1,000 objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import NotFoundError
+
+DUMP_SUFFIX = ".pgdump.zst"
+MANIFEST_SUFFIX = ".manifest.json"
+_NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<run>[0-9A-Za-z]+)(?:-(?P<label>[a-z0-9][a-z0-9-]*))?$")
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    key: str
+    manifest_key: str
+    taken_at: datetime
+    size: int
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Orphan:
+    key: str
+    last_modified: datetime
+    size: int
+
+
+def s3_client(*, concurrency: int = 4) -> Any:
+    """An S3 client for one run (AWS_ENDPOINT_URL is honoured: moto, MinIO, LocalStack)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(
+        retries={"mode": "standard"},
+        max_pool_connections=concurrency + 4,
+        connect_timeout=10,
+        read_timeout=120,
+    ))
+
+
+def database_folder(database: str) -> str:
+    return quote(database, safe="-_.") + "/"
+
+
+class BackupStore:
+    def __init__(self, s3: Any, bucket: str, prefix: str, database: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.base = prefix + database_folder(database)
+
+    def new_key(self, taken_at: datetime, run_id: str, label: str | None) -> str:
+        stamp = taken_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        run = re.sub(r"[^0-9A-Za-z]", "", run_id)[:8] or "run"
+        return f"{self.base}{stamp}-{run}" + (f"-{label}" if label else "") + DUMP_SUFFIX
+
+    @staticmethod
+    def manifest_key(dump_key: str) -> str:
+        return dump_key.removesuffix(DUMP_SUFFIX) + MANIFEST_SUFFIX
+
+    def _objects(self) -> dict[str, dict]:
+        objects = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.base):
+            for obj in page.get("Contents", []):
+                objects[obj["Key"]] = obj
+        return objects
+
+    def scan(self) -> tuple[list[BackupRef], list[Orphan]]:
+        """(complete backups newest first, dumps without a manifest)."""
+        objects = self._objects()
+        backups, orphans = [], []
+        for key, obj in objects.items():
+            if not key.endswith(DUMP_SUFFIX):
+                continue
+            m = _NAME.match(key[len(self.base):].removesuffix(DUMP_SUFFIX))
+            if not m:
+                continue  # not ours
+            manifest = self.manifest_key(key)
+            if manifest in objects:
+                taken = datetime.strptime(m["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+                backups.append(BackupRef(key, manifest, taken, obj["Size"], m["label"]))
+            else:
+                orphans.append(Orphan(key, obj["LastModified"], obj["Size"]))
+        backups.sort(key=lambda b: (b.taken_at, b.key), reverse=True)
+        return backups, orphans
+
+    def list(self) -> list[BackupRef]:
+        return self.scan()[0]
+
+    def find(self, key: str) -> BackupRef:
+        """A complete backup by its dump or manifest key; NotFoundError when it does not exist."""
+        dump_key = key.removesuffix(MANIFEST_SUFFIX) + DUMP_SUFFIX if key.endswith(MANIFEST_SUFFIX) else key
+        for ref in self.list():
+            if ref.key == dump_key:
+                return ref
+        raise NotFoundError(f"no complete backup s3://{self.bucket}/{dump_key} (a dump without its manifest "
+                            "is not a backup)")
+
+    def latest(self) -> BackupRef:
+        backups = self.list()
+        if not backups:
+            raise NotFoundError(f"no complete backups under s3://{self.bucket}/{self.base}")
+        return backups[0]
+
+    def read_manifest(self, ref: BackupRef) -> dict:
+        body = self.s3.get_object(Bucket=self.bucket, Key=ref.manifest_key)["Body"].read()
+        return json.loads(body)
+
+    def write_manifest(self, dump_key: str, manifest: dict) -> str:
+        key = self.manifest_key(dump_key)
+        self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/json",
+                           Body=json.dumps(manifest, indent=2, sort_keys=True).encode())
+        return key
+
+    def delete(self, ref: BackupRef) -> None:
+        """Manifest first: if the second delete fails, what is left is an invisible orphan, never a
+        manifest that points at nothing."""
+        self.s3.delete_object(Bucket=self.bucket, Key=ref.manifest_key)
+        self.s3.delete_object(Bucket=self.bucket, Key=ref.key)
+
+    def delete_key(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)

@@ -1,0 +1,108 @@
+"""Verification of a fresh backup, before its manifest is written and before retention runs.
+
+`list`: read the object back, check the SHA-256 and the decompressed size, and compare the
+archive's table of contents (`pg_restore --list`) with the tables counted in the snapshot.
+`restore`: the same stream also restores into a scratch database, whose row counts must equal
+the manifest's; the scratch database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ..idents import display
+from ..log import logger
+from . import manifest as mf
+from .errors import ChecksumMismatchError, VerificationError
+from .pgtools import Tool
+from .restore import list_sink, restore_sink, stream_archive, table_data_entries
+from .snapshot import count_tables
+
+
+def verify_backup(
+    s3: Any,
+    bucket: str,
+    manifest: dict,
+    pg_restore: Tool,
+    *,
+    mode: str,
+    server_conninfo: str,
+    run_id: str,
+) -> dict:
+    """Raise VerificationError (ChecksumMismatchError) unless the object reads back as written."""
+    started = time.monotonic()
+    body = s3.get_object(Bucket=bucket, Key=manifest["key"])["Body"]
+    sinks = [list_sink(pg_restore)]
+    scratch: str | None = None
+    scratch_url = ""
+    admin: psycopg.Connection | None = None
+    try:
+        if mode == "restore":
+            admin = psycopg.connect(server_conninfo, autocommit=True, connect_timeout=10,
+                                    application_name="pgkeeper/backup/verify")
+            scratch = f"pgkeeper_verify_{run_id.replace('-', '')[:12]}_{uuid.uuid4().hex[:6]}"
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+            params = conninfo_to_dict(server_conninfo)
+            params["dbname"] = scratch
+            scratch_url = make_conninfo(**params)
+            sinks.append(restore_sink(pg_restore, scratch_url, purpose="backup/verify"))
+        try:
+            stats = stream_archive(body, sinks, expected_sha256=manifest["sha256"], hold_back=mode == "restore")
+        except ChecksumMismatchError:
+            raise
+        except Exception as exc:
+            raise VerificationError(f"reading the backup back failed: {exc}") from exc
+        if stats.bytes_decompressed != manifest["bytes_in"]:
+            raise VerificationError(f"the object decompresses to {stats.bytes_decompressed} bytes; pg_dump wrote "
+                                    f"{manifest['bytes_in']}")
+        _check_toc(sinks[0].stdout_lines, manifest)
+        outcome: dict[str, Any] = {"mode": mode, "ok": True, "sha256": "match", "bytes": stats.bytes_decompressed,
+                                   "tables": len(manifest["tables"])}
+        if scratch is not None:
+            with psycopg.connect(scratch_url, autocommit=True, connect_timeout=10) as conn:
+                restored = count_tables(conn, mf.tables_of(manifest))
+            wrong = [f"{display(s, n)}: manifest {want}, restored {restored.get((s, n))}"
+                     for (s, n), want in mf.counts_of(manifest).items() if restored.get((s, n)) != want]
+            if wrong:
+                raise VerificationError("restored row counts differ from the manifest: " + "; ".join(wrong[:10]))
+            outcome["restore"] = {"rows_match": True, "rows": sum(restored.values())}
+        outcome["duration_s"] = round(time.monotonic() - started, 3)
+        return outcome
+    finally:
+        if admin is not None:
+            if scratch is not None:
+                try:
+                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+                except psycopg.Error as exc:
+                    logger.warning("could not drop the scratch database", extra={"database": scratch,
+                                                                                  "error": str(exc)[:300]})
+            admin.close()
+
+
+def _check_toc(lines: list[str], manifest: dict) -> None:
+    entries = table_data_entries(lines)
+    if not lines:
+        raise VerificationError("pg_restore --list printed nothing: the archive has no table of contents")
+    missing = []
+    remaining = list(entries)
+    for schema, name in mf.tables_of(manifest):
+        head = f"{schema} {name} "
+        hit = next((e for e in remaining if e.startswith(head)), None)
+        if hit is None:
+            missing.append(display(schema, name))
+        else:
+            remaining.remove(hit)
+    allowed = {f"{t['schema']} {t['name']} " for t in manifest.get("extension_tables", [])}
+    extra = [e for e in remaining if not any(e.startswith(a) for a in allowed)]
+    if missing:
+        raise VerificationError(f"the archive lacks data for {len(missing)} counted table(s): "
+                                + ", ".join(missing[:10]))
+    if extra:
+        raise VerificationError(f"the archive has data for {len(extra)} table(s) the manifest does not count: "
+                                + ", ".join(e.rsplit(" ", 1)[0] for e in extra[:10]))

@@ -1,0 +1,288 @@
+"""The backup job: a consistent, compressed, verified dump in S3, then retention.
+
+Order matters, and each step happens only if the one before succeeded:
+1. versions: pg_dump must be at least the server's major version (nothing uploaded otherwise);
+2. snapshot: a REPEATABLE READ transaction exports its snapshot; exact row counts run in it
+   while `pg_dump --snapshot` streams through zstd into an S3 multipart upload;
+3. verification: the object is read back (SHA-256, size, table of contents; optionally a full
+   restore into a scratch database with row counts compared);
+4. the manifest is written: only now does the backup exist for any reader;
+5. retention (grandfather-father-son) prunes older backups.
+Any failure aborts the upload (or deletes the unverified object) and raises.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import psycopg
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import Field
+
+from ..backup import manifest as mf
+from ..backup import pgtools
+from ..backup.errors import BackupError, VerificationError
+from ..backup.pipeline import MultipartUpload, Progress, dump_to_s3
+from ..backup.restore import dbname
+from ..backup.retention import decide
+from ..backup.snapshot import Snapshot, select_tables
+from ..backup.store import BackupStore, database_folder, s3_client
+from ..backup.verify import verify_backup
+from ..errors import ConfigError, PgkeeperError
+from ..idents import display
+from ..log import logger, metrics
+from ..plan import Plan
+from ..plan.base import split_name
+from . import JobContext, JobSpec, Options
+
+ORPHAN_AGE = timedelta(hours=24)
+"""A dump without a manifest this old is a leftover of a run that died after its upload."""
+
+
+class BackupOptions(Options):
+    dry_run: bool = Field(False, description="list backups and what retention would delete; upload nothing")
+    label: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+                              description="added to the key, e.g. before-migration-42")
+    verify: Literal["list", "restore"] | None = Field(None, description="override the plan's backup.verify")
+    prune: bool = Field(True, description="apply retention after this backup verified")
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    plan = ctx.plan.backup
+    opts: BackupOptions = ctx.options
+    bucket = plan.resolve_bucket()
+    database = dbname(ctx.db.conninfo)
+    if not database:
+        raise ConfigError("the database URL names no database (…/dbname): pg_dump needs one")
+    s3 = s3_client(concurrency=plan.upload_concurrency)
+    store = BackupStore(s3, bucket, plan.prefix, database)
+    if opts.dry_run:
+        return _dry_run(ctx, store)
+
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    pg_dump = pgtools.find("pg_dump")
+    pg_restore = pgtools.find("pg_restore")
+    mode = opts.verify or plan.verify
+    taken_at = datetime.now(UTC)
+    key = store.new_key(taken_at, ctx.run_id, opts.label)
+    upload = MultipartUpload(s3, bucket, key, concurrency=plan.upload_concurrency,
+                             metadata={"pgkeeper-run-id": ctx.run_id,
+                                       "pgkeeper-database": database_folder(database).rstrip("/")})
+    timeout_s = max(60.0, ctx.budget.remaining())
+
+    with Snapshot(ctx.db, timeout_s=timeout_s) as snap:
+        pgtools.check_dump_version(pg_dump, snap.server_version_num)
+        pgtools.check_restore_version(pg_restore, pg_dump.major)
+        selection = select_tables(snap.conn, plan)
+        timings["snapshot_s"] = time.monotonic() - started
+        target, env = pgtools.libpq_target(ctx.db.conninfo, "pgkeeper/backup/pg_dump")
+        argv = [pg_dump.path, "--format=custom", "--compress=0", "--no-password", f"--snapshot={snap.snapshot_id}",
+                f"--lock-wait-timeout={ctx.db.settings.lock_timeout_ms}", *selection.pg_dump_args,
+                "--dbname", target]
+        logger.info("backup started", extra={"key": key, "database": ctx.db.where, "tables": len(selection.tables),
+                                             "pg_dump": pg_dump.version})
+        # Counting runs in the snapshot's own session while pg_dump streams on its session.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgkeeper-count") as pool:
+            counting = pool.submit(_timed, snap.count_rows, selection.tables)
+            try:
+                result = dump_to_s3(
+                    argv, pgtools.child_env(pg_dump, env), upload,
+                    level=plan.compression_level, threads=plan.compression_threads,
+                    part_size=plan.part_size_mib * 1024 * 1024,
+                    deadline=lambda p: _out_of_time(ctx, p),
+                    on_part=ctx.extra.get("on_part"),
+                )
+            except BaseException:
+                counting.cancel()
+                _cancel_count(snap)
+                raise
+            try:
+                counts, timings["count_s"] = counting.result()
+            except psycopg.Error as exc:
+                _discard(store, key, "counting rows failed")
+                raise BackupError(f"counting rows in the snapshot failed: {exc}") from exc
+    timings["dump_s"] = result.dump_s
+
+    manifest = mf.build(
+        result=result, bucket=bucket, database=database, server=ctx.db.where,
+        server_version=pgtools.format_server_version(snap.server_version_num), pg_dump_version=pg_dump.version,
+        snapshot_id=snap.snapshot_id, started_at=snap.started_at, counts=counts,
+        extension_tables=selection.extension_tables,
+        excluded={"schemas": list(plan.exclude_schemas), "tables": list(plan.exclude_tables),
+                  "table_data": list(plan.exclude_table_data)},
+        level=plan.compression_level, threads=plan.compression_threads, run_id=ctx.run_id, label=opts.label,
+        timings=timings,
+    )
+    try:
+        verification = verify_backup(s3, bucket, manifest, pg_restore, mode=mode,
+                                     server_conninfo=_verify_server(ctx, plan.verify_server_url_env),
+                                     run_id=ctx.run_id)
+    except PgkeeperError as exc:
+        _discard(store, key, "verification failed")
+        if isinstance(exc, VerificationError):
+            raise
+        raise VerificationError(f"verification could not run: {exc}") from exc
+    except psycopg.Error as exc:
+        _discard(store, key, "verification failed")
+        raise VerificationError(f"verification could not run: {str(exc).strip().splitlines()[0]}") from exc
+    timings["verify_s"] = verification["duration_s"]
+    manifest["verification"] = verification
+    manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    manifest["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    manifest_key = store.write_manifest(key, manifest)
+
+    pruned, kept, orphans = ([], None, [])
+    if opts.prune and plan.retention.enabled:
+        pruned, kept, orphans = _prune(store, plan.retention)
+
+    _emit(result.bytes_out, time.monotonic() - started)
+    mb = result.bytes_in / 1e6
+    report = {
+        "status": "succeeded",
+        "bucket": bucket,
+        "key": key,
+        "manifest_key": manifest_key,
+        "bytes_in": result.bytes_in,
+        "bytes_out": result.bytes_out,
+        "ratio": manifest["ratio"],
+        "sha256": result.sha256,
+        "tables": len(counts),
+        "rows": manifest["rows"],
+        "pg_dump_version": pg_dump.version,
+        "server_version": manifest["server_version"],
+        "dump_s": round(result.dump_s, 3),
+        "throughput_mb_s": round(mb / result.dump_s, 1) if result.dump_s > 0 else None,
+        "verification": verification,
+        "pruned": pruned,
+        "orphans_deleted": orphans,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    if kept is not None:
+        report["kept"] = kept
+    return report
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    t0 = time.monotonic()
+    return fn(*args), time.monotonic() - t0
+
+
+def _cancel_count(snap: Snapshot) -> None:
+    """Stop a running count(*) so the failure is raised now, not after a full table scan."""
+    if snap.conn is not None:
+        try:
+            snap.conn.cancel_safe(timeout=5)
+        except psycopg.Error:
+            logger.warning("could not cancel the row count")
+
+
+def _out_of_time(ctx: JobContext, progress: Progress) -> bool:
+    # Reading the object back costs roughly what uploading it did: keep that much, plus a margin.
+    return ctx.budget.exhausted(30.0 + progress.bytes_out / 50e6)
+
+
+def _verify_server(ctx: JobContext, env_name: str | None) -> str:
+    import os
+
+    if env_name:
+        url = os.environ.get(env_name, "").strip()
+        if not url:
+            raise ConfigError(f"backup.verify_server_url_env names {env_name}, which is not set")
+        return url
+    return ctx.db.conninfo
+
+
+def _discard(store: BackupStore, key: str, why: str) -> None:
+    """Remove an uploaded dump that will never get a manifest (it is invisible either way)."""
+    try:
+        store.delete_key(key)
+    except Exception as exc:  # best effort: the orphan sweep of a later run removes it
+        logger.warning(f"{why}; could not delete the unverified dump", extra={"key": key, "error": str(exc)[:300]})
+
+
+def _prune(store: BackupStore, policy: Any) -> tuple[list[str], int, list[str]]:
+    backups, orphans = store.scan()
+    decision = decide(backups, policy)
+    pruned = []
+    for ref in decision.delete:
+        store.delete(ref)
+        pruned.append(ref.key)
+    cutoff = datetime.now(UTC) - ORPHAN_AGE
+    swept = []
+    for orphan in orphans:
+        if orphan.last_modified < cutoff:
+            store.delete_key(orphan.key)
+            swept.append(orphan.key)
+    if pruned or swept:
+        logger.info("retention pruned backups", extra={"pruned": pruned, "orphans": swept})
+    return pruned, len(decision.keep), swept
+
+
+def _dry_run(ctx: JobContext, store: BackupStore) -> dict[str, Any]:
+    """What a real run would use and delete, without uploading or deleting anything."""
+    plan = ctx.plan.backup
+    problems: list[str] = []
+    pg_dump_version = None
+    try:
+        pg_dump = pgtools.find("pg_dump")
+        pg_dump_version = pg_dump.version
+        version_num = int(ctx.db.conn.execute("SHOW server_version_num").fetchone()[0])
+        pgtools.check_dump_version(pg_dump, version_num)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    backups, orphans = store.scan()
+    decision = decide(backups, plan.retention)
+    report: dict[str, Any] = {
+        "status": "failed" if problems else "succeeded",
+        "dry_run": True,
+        "bucket": store.bucket,
+        "prefix": store.base,
+        "pg_dump_version": pg_dump_version,
+        "backups": len(backups),
+        "would_keep": [{"key": b.key, "why": decision.reasons[b.key]} for b in decision.keep],
+        "would_delete": [b.key for b in decision.delete] if plan.retention.enabled else [],
+        "orphans": [o.key for o in orphans],
+    }
+    if problems:
+        report["errors"] = problems
+    return report
+
+
+def _emit(bytes_out: int, seconds: float) -> None:
+    metrics.add_metric(name="BackupBytes", unit=MetricUnit.Bytes, value=bytes_out)
+    metrics.add_metric(name="BackupSeconds", unit=MetricUnit.Seconds, value=round(seconds, 3))
+
+
+def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
+    """`pgkeeper plan check`: the bucket is named, excluded objects exist, pg_dump is new enough."""
+    bp = plan.backup
+    problems: list[str] = []
+    if "backup" in plan.model_fields_set:
+        try:
+            bp.resolve_bucket()
+        except ConfigError as exc:
+            problems.append(f"backup: {exc}")
+    for schema in bp.exclude_schemas:
+        if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
+            problems.append(f"backup.exclude_schemas: schema {schema!r} does not exist")
+    for field_name in ("exclude_tables", "exclude_table_data"):
+        for name in getattr(bp, field_name):
+            schema, table = split_name(name)
+            row = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')", [schema, table]).fetchone()
+            if row is None:
+                problems.append(f"backup.{field_name}: table {display(schema, table)} does not exist")
+    try:
+        tool = pgtools.find("pg_dump")
+        pgtools.check_dump_version(tool, int(conn.execute("SHOW server_version_num").fetchone()[0]))
+    except ConfigError as exc:
+        problems.append(f"backup: {exc}")
+    return problems
+
+
+JOB = JobSpec(name="backup", options=BackupOptions, run=run, long_running=True, check=check)

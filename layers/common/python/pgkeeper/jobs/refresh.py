@@ -1,0 +1,482 @@
+"""The refresh job: bring the plan's materialized views up to date, repairing the ones that drifted.
+
+For each view, in dependency order (a view built on another refreshes after it):
+1. missing, or its stored definition differs from its definition file (compared as Postgres
+   deparses both, see `refresh.drift`), or `repair` asked for → recreate it and the views built on
+   it in one transaction (`refresh.repair`); the new view is built with its data.
+2. otherwise REFRESH ... CONCURRENTLY when it can (populated, a valid unique index on plain
+   columns, no WHERE), else a plain REFRESH under lock_timeout;
+3. a refresh that fails because something it reads changed (SQLSTATE: undefined column, table,
+   function...) gets one repair from its definition file.
+One view failing never stops the others. Each unit of work is its own short transaction on a
+connection of its own, bounded by the Lambda deadline; views not reached are reported `not_done`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from aws_lambda_powertools.metrics import MetricUnit
+from psycopg import sql
+from pydantic import Field, model_validator
+
+from .. import cache
+from ..errors import EventError, PgkeeperError
+from ..idents import display, qualify
+from ..log import logger, metrics
+from ..plan import Plan, ViewSpec
+from ..plan.base import SqlName
+from ..refresh.catalog import Catalog, Relation, concurrent_keys, key_has_nulls, relkind, schema_exists
+from ..refresh.definitions import Definition, DefinitionError, load_definition
+from ..refresh.drift import ScratchUnavailable, compare, try_definition
+from ..refresh.repair import RepairStepError, plan_repair, repair
+from ..refresh.session import DeadlineReached, Session
+from . import JobContext, JobSpec, Options
+
+MIN_START_S = 1.0
+"""Don't start another view with less than this left (the run still has to be recorded)."""
+
+# A refresh failing with one of these means something the view reads changed shape since it was
+# created: recreating it from its definition file may fix it, so one repair is tried.
+SCHEMA_CHANGED = (
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.UndefinedObject,
+    psycopg.errors.DatatypeMismatch,
+    psycopg.errors.WrongObjectType,
+    psycopg.errors.CannotCoerce,
+)
+
+
+class RefreshOptions(Options):
+    views: list[SqlName] | None = Field(None, description="refresh only these (names as in the plan)")
+    repair: bool = Field(False, description="recreate every selected view that has a definition file")
+    clear_cache: bool = Field(False, description="only clear the plan's cache keys; refresh nothing")
+
+    @model_validator(mode="after")
+    def _clear_cache_runs_alone(self) -> RefreshOptions:
+        if self.clear_cache and (self.views or self.repair or self.dry_run):
+            raise ValueError("clear_cache runs alone: it cannot be combined with views, repair or dry_run")
+        return self
+
+
+@dataclass
+class Target:
+    schema: str
+    name: str
+    spec: ViewSpec
+    definition: Definition | None = None
+    definition_error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return display(self.schema, self.name)
+
+
+@dataclass
+class ViewReport:
+    name: str
+    mode: str | None = None
+    """concurrent | plain | repaired (what was used, or in a dry run what would be)"""
+    duration_ms: int | None = None
+    rows: int | None = None
+    outcome: str = "not_done"
+    """refreshed | repaired | failed | skipped | not_done"""
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    repaired_because: str | None = None
+    planned: str | None = None
+    """dry runs: what a real run would do"""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"name": self.name, "mode": self.mode, "duration_ms": self.duration_ms, "rows": self.rows,
+               "outcome": self.outcome, "error": self.error, "warnings": self.warnings}
+        if self.repaired_because is not None:
+            out["repaired_because"] = self.repaired_because
+        if self.planned is not None:
+            out["planned"] = self.planned
+        return out
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    opts: RefreshOptions = ctx.options
+    if opts.clear_cache:
+        report = cache.clear_all(ctx.plan, ctx.budget)
+        report.setdefault("status", "succeeded")
+        return report
+    session = Session(ctx.db, ctx.budget)
+    try:
+        return _Refresh(ctx, session).run()
+    finally:
+        session.close()
+
+
+class _Refresh:
+    def __init__(self, ctx: JobContext, session: Session) -> None:
+        self.plan = ctx.plan
+        self.opts: RefreshOptions = ctx.options
+        self.budget = ctx.budget
+        self.session = session
+        self.results: dict[tuple[str, str], ViewReport] = {}
+        self.specs: dict[tuple[str, str], ViewSpec] = {}
+        self.definitions: dict[tuple[str, str], Definition] = {}
+        self.catalog = Catalog()
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self.catalog = Catalog.load(self.session.conn)
+        order = self._ordered(self._targets())
+        stopped = False
+        for t in order:
+            if t.key in self.results:
+                continue  # already rebuilt together with a view it is built on
+            if self.budget.exhausted(MIN_START_S):
+                stopped = True
+                break
+            try:
+                self._one(t)
+            except DeadlineReached:
+                self.results[t.key] = ViewReport(name=t.display, error="stopped at the deadline")
+                stopped = True
+                break
+            if self.results[t.key].outcome == "not_done":
+                stopped = True
+                break
+        for t in order:
+            self.results.setdefault(t.key, ViewReport(name=t.display))
+        return self._report(order, stopped)
+
+    def _targets(self) -> list[Target]:
+        views = self.plan.refresh.views
+        if views:
+            every = [self._target(spec) for spec in views]
+        else:
+            every = [Target(r.schema, r.name, ViewSpec(name=r.display))
+                     for r in self.catalog.matviews_in(self.plan.refresh.schemas)]
+        for t in every:
+            self.specs[t.key] = t.spec
+            if t.definition is not None:
+                self.definitions[t.key] = t.definition
+        if not self.opts.views:
+            return every
+        wanted = [qualify(v) for v in self.opts.views]
+        known = {t.key for t in every}
+        unknown = [v for v, key in zip(self.opts.views, wanted, strict=True) if key not in known]
+        if unknown:
+            where = "the plan's refresh.views" if views else f"schemas {', '.join(self.plan.refresh.schemas)}"
+            raise EventError(f"options.views names views that are not in {where}: {', '.join(unknown)} "
+                             f"(known: {', '.join(t.display for t in every) or 'none'})", reason="unknown_views")
+        return [t for t in every if t.key in set(wanted)]
+
+    def _target(self, spec: ViewSpec) -> Target:
+        schema, name = qualify(spec.name)
+        t = Target(schema, name, spec)
+        if spec.definition is not None:
+            try:
+                t.definition = load_definition(spec.definition, schema, name)
+            except DefinitionError as exc:
+                t.definition_error = f"{spec.definition.name}: {exc}"
+        return t
+
+    def _ordered(self, targets: list[Target]) -> list[Target]:
+        """Existing views in dependency order; missing ones (to be created) after them, as listed."""
+        by_oid: dict[int, Target] = {}
+        missing: list[Target] = []
+        for t in targets:
+            rel = self.catalog.find(t.schema, t.name)
+            if rel is not None:
+                by_oid[rel.oid] = t
+            else:
+                missing.append(t)
+        return [by_oid[o] for o in self.catalog.order(list(by_oid))] + missing
+
+    # -- one view --------------------------------------------------------------------------------
+
+    def _one(self, t: Target) -> None:
+        conn = self.session.conn
+        rel = self.catalog.find(t.schema, t.name)
+        report = ViewReport(name=t.display)
+        self.results[t.key] = report
+        if t.definition_error:
+            report.warnings.append(f"definition file unusable: {t.definition_error}")
+        reason: str | None = None
+        if rel is not None and rel.kind != "m":
+            return self._fail(report, f"{t.display} is a view, not a materialized view: nothing to refresh")
+        if rel is None:
+            kind = relkind(conn, t.schema, t.name)
+            if kind is not None:
+                return self._fail(report, f"{t.display} is a {kind}, not a materialized view")
+            if t.definition is None:
+                return self._fail(report, f"{t.display} does not exist and has no definition file to create it from")
+            reason = "it did not exist"
+        elif t.definition is not None:
+            reason = "repair requested" if self.opts.repair else self._drift(t, rel, report)
+            if report.error is not None:  # the check itself failed (lock, timeout, deadline)
+                return None
+        elif self.opts.repair:
+            report.warnings.append("repair requested, but it has no definition file: refreshed as it is")
+
+        if reason is not None:
+            return self._repair(t, reason)
+        assert rel is not None
+        return self._refresh(t, rel, report)
+
+    def _drift(self, t: Target, rel: Relation, report: ViewReport) -> str | None:
+        """Why the stored view must be recreated from its file, or None."""
+        assert t.definition is not None
+        try:
+            drift = compare(self.session, rel, t.definition)
+        except ScratchUnavailable as exc:
+            report.warnings.append(f"cannot compare it with its definition file ({exc}: pgkeeper needs CREATE on "
+                                   "the database for a scratch schema); refreshed as it is")
+            return None
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            report.outcome, report.error = self._classify(exc, t.display, "the check of its definition")
+            return None
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+            # The file no longer applies (e.g. written for a migration not yet run): keep the
+            # stored view working and say so; `pgkeeper plan check` shows the same problem.
+            report.warnings.append(f"{t.definition.path.name} does not apply to the current schema "
+                                   f"({_pg_message(exc)}); refreshed with its stored definition")
+            return None
+        return "; ".join(drift.reasons) if drift.drifted else None
+
+    def _refresh(self, t: Target, rel: Relation, report: ViewReport) -> None:
+        conn = self.session.conn
+        keys = concurrent_keys(conn, rel.oid) if t.spec.concurrently is not False else []
+        mode, error = self._mode(t, rel, keys, report)
+        report.mode = mode
+        if error:
+            return self._fail(report, error)
+        if mode == "concurrent" and self._nulls_in_key(rel, keys[0]):
+            report.warnings.append(
+                f"unique key {keys[0].index} ({', '.join(keys[0].columns)}) holds NULLs: those rows never match "
+                "and are rewritten on every concurrent refresh; make the key columns non-null in the query")
+        if self.opts.dry_run:
+            report.outcome = "skipped"
+            report.planned = f"refresh {'concurrently' if mode == 'concurrent' else '(plain, blocks readers)'}"
+            return None
+        started = time.monotonic()
+        statement = sql.SQL("REFRESH MATERIALIZED VIEW {}{}").format(
+            sql.SQL("CONCURRENTLY ") if mode == "concurrent" else sql.SQL(""), rel.ident)
+        try:
+            with self.session.transaction():
+                conn.execute(statement)
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+            report.duration_ms = _ms(started)
+            if isinstance(exc, SCHEMA_CHANGED) and t.definition is not None:
+                logger.warning("refresh failed on a changed schema; repairing", extra={"view": t.display})
+                return self._repair(t, f"its refresh failed: {_pg_message(exc)}", first_error=_pg_message(exc))
+            report.outcome, report.error = self._classify(exc, t.display, f"{mode} refresh")
+            return None
+        report.duration_ms = _ms(started)
+        report.outcome = "refreshed"
+        report.rows = self._count(rel)
+        return None
+
+    def _mode(self, t: Target, rel: Relation, keys: list, report: ViewReport) -> tuple[str | None, str | None]:
+        """CONCURRENTLY when possible; `concurrently: true` on a view that cannot is an error, not a
+        silent blocking refresh: the plan promised its readers would never wait."""
+        if t.spec.concurrently is False:
+            return "plain", None
+        if not rel.populated:
+            report.warnings.append("not populated yet: its first refresh is a plain one "
+                                   "(CONCURRENTLY needs existing data to compare against)")
+            return "plain", None
+        if keys:
+            return "concurrent", None
+        why = "it has no valid unique index on plain columns without WHERE, which CONCURRENTLY needs"
+        if t.spec.concurrently:
+            return None, (f"concurrently: true, but {why}; add one (e.g. CREATE UNIQUE INDEX ON {t.display} (id)) "
+                          "to its definition file, or set concurrently: false to accept a refresh that blocks readers")
+        report.warnings.append(f"plain REFRESH (blocks readers while it runs): {why}; "
+                               "set concurrently: false to accept that and silence this warning")
+        return "plain", None
+
+    def _nulls_in_key(self, rel: Relation, key: Any) -> bool:
+        try:
+            with self.session.transaction() as conn:
+                return key_has_nulls(conn, rel, key)
+        except psycopg.errors.QueryCanceled:
+            return False  # only a warning: never let it cost the refresh itself
+
+    def _count(self, rel: Relation) -> int | None:
+        try:
+            with self.session.transaction() as conn:
+                row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(rel.ident)).fetchone()
+                return int(row[0]) if row else None
+        except (DeadlineReached, psycopg.errors.QueryCanceled):
+            return None
+
+    def _repair(self, t: Target, reason: str, first_error: str | None = None) -> None:
+        report = self.results[t.key]
+        plan = plan_repair(self.catalog, t.schema, t.name, self.definitions)
+        others = [m.display for m in plan.members[1:]]
+        if plan.blockers:
+            return self._fail(report, (
+                f"needs repair ({reason}) but it cannot be recreated without dropping "
+                f"{', '.join(plan.blockers)}; give them definition files in refresh.views (pgkeeper never "
+                "drops a view it cannot recreate)"))
+        if self.opts.dry_run:
+            report.mode, report.outcome, report.repaired_because = "repaired", "skipped", reason
+            report.planned = "recreate from its definition file" + (f" with {', '.join(others)}" if others else "")
+            for m in plan.members[1:]:
+                self.results.setdefault(m.key, ViewReport(
+                    name=m.display, mode="repaired", outcome="skipped",
+                    repaired_because=f"it is built on {t.display}, which would be repaired",
+                    planned=f"recreate from its definition file with {t.display}"))
+            return None
+        try:
+            result = repair(self.session, plan)
+        except RepairStepError as exc:
+            outcome, message = self._classify(exc.cause, t.display, f"repair ({exc.step})")
+            if first_error:
+                message = f"refresh failed ({first_error}); repair from its definition file failed too: {message}"
+            report.mode, report.outcome, report.error = "repaired", outcome, message
+            if outcome == "failed":
+                report.error = f"{message}; the old view is unchanged"
+            return None
+        for i, m in enumerate(plan.members):
+            self.results[m.key] = ViewReport(
+                name=m.display, mode="repaired", outcome="repaired", rows=result.rows.get(m.key),
+                duration_ms=result.duration_ms if i == 0 else None,
+                warnings=(report.warnings if i == 0 else []) + result.warnings.get(m.key, []),
+                repaired_because=reason if i == 0 else f"it is built on {t.display}, which was repaired",
+            )
+        logger.info("repaired", extra={"view": t.display, "with": others, "because": reason})
+        self.catalog = Catalog.load(self.session.conn)
+        return None
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def _fail(self, report: ViewReport, error: str) -> None:
+        report.outcome, report.error = "failed", error
+
+    def _classify(self, exc: psycopg.Error, view: str, doing: str) -> tuple[str, str]:
+        """(outcome, message) for a server error, decided by SQLSTATE."""
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return "failed", (f"lock not granted within {self.session.lock_timeout_ms} ms during {doing}: another "
+                              f"session holds a conflicting lock on {view} or on a table it reads (SQLSTATE 55P03)")
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            if self.session.bounded_by_deadline:
+                return "not_done", f"stopped at the deadline during {doing}: not enough time left in this invocation"
+            return "failed", (f"statement_timeout ({self.session.plan_statement_ms // 1000} s, "
+                              f"database.statement_timeout_s) reached during {doing}")
+        return "failed", f"{doing} failed: {_pg_message(exc)}"
+
+    def _report(self, order: list[Target], stopped: bool) -> dict[str, Any]:
+        # Processing order: views rebuilt together with another one follow it; views not reached last.
+        reports = list(self.results.values())
+        failed = [r for r in reports if r.outcome == "failed"]
+        not_done = [r.name for r in reports if r.outcome == "not_done"]
+        errors = [f"{r.name}: {r.error}" for r in failed]
+        cache_report = None
+        if not self.opts.dry_run:
+            done = [self.specs.get(qualify(r.name)) or ViewSpec(name=r.name)
+                    for r in reports if r.outcome in ("refreshed", "repaired")]
+            if done:
+                cache_report = self._invalidate(done)
+            self._metrics(reports)
+        status = "succeeded"
+        if not_done:
+            status = "partial"
+            errors.append(f"stopped before the deadline; not done: {', '.join(not_done)}")
+        if cache_report is not None and cache_report.get("status") == "failed":
+            status = "partial"
+            errors.append("views refreshed, but cache invalidation failed: "
+                          + str(cache_report.get("error") or cache_report.get("errors") or "see report.cache"))
+        if failed:
+            status = "failed"
+        report: dict[str, Any] = {
+            "status": status,
+            "dry_run": self.opts.dry_run,
+            "views": [r.as_dict() for r in reports],
+            "refreshed": sum(r.outcome == "refreshed" for r in reports),
+            "repaired": sum(r.outcome == "repaired" for r in reports),
+            "failed": len(failed),
+            "not_done": not_done,
+            "errors": errors,
+            "cache": cache_report,
+        }
+        if stopped:
+            report["stopped_at_deadline"] = True
+        return report
+
+    def _invalidate(self, views: list[ViewSpec]) -> dict[str, Any] | None:
+        try:
+            return cache.invalidate_after_refresh(self.plan, views, self.budget)
+        except PgkeeperError as exc:
+            # The refresh is done and recorded; an unreachable cache makes the run partial, not lost.
+            logger.warning("cache invalidation failed", extra={"error": str(exc)})
+            return {"status": "failed", "error": f"{exc.reason}: {exc}"}
+
+    def _metrics(self, reports: list[ViewReport]) -> None:
+        for name, outcome in (("ViewsRefreshed", "refreshed"), ("ViewsRepaired", "repaired"),
+                              ("ViewsFailed", "failed")):
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=sum(r.outcome == outcome for r in reports))
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _pg_message(exc: psycopg.Error) -> str:
+    primary = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    return f"{primary} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else primary
+
+
+# -- pgkeeper plan check ---------------------------------------------------------------------------
+
+
+def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
+    """The refresh section against a live database: schemas exist, each view exists or can be created,
+    and every definition file applies (tried in a transaction that is rolled back)."""
+    problems: list[str] = []
+    for i, schema in enumerate(plan.refresh.schemas):
+        if not plan.refresh.views and not schema_exists(conn, schema):
+            problems.append(f"refresh.schemas[{i}]: schema {schema!r} does not exist")
+    for i, spec in enumerate(plan.refresh.views):
+        schema, name = qualify(spec.name)
+        where = f"refresh.views[{i}] ({display(schema, name)})"
+        if not schema_exists(conn, schema):
+            problems.append(f"{where}: schema {schema!r} does not exist")
+            continue
+        kind = relkind(conn, schema, name)
+        if kind not in (None, "materialized view"):
+            problems.append(f"{where}: is a {kind}, not a materialized view")
+            continue
+        if spec.definition is None:
+            if kind is None:
+                problems.append(f"{where}: does not exist and has no definition file to create it from")
+            continue
+        try:
+            definition = load_definition(spec.definition, schema, name)
+        except DefinitionError as exc:
+            problems.append(f"{where}.definition: {spec.definition.name}: {exc}")
+            continue
+        try:
+            try_definition(conn, definition, schema, name)
+        except ScratchUnavailable as exc:
+            problems.append(f"{where}.definition: cannot be tried ({exc}): pgkeeper's role needs CREATE on the "
+                            "database for a scratch schema")
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+            problems.append(f"{where}.definition: {spec.definition.name} does not apply: {_pg_message(exc)}")
+    return problems + cache.check(plan)  # views naming cache keys need a cache that answers
+
+
+JOB = JobSpec(name="refresh", options=RefreshOptions, run=run, check=check)

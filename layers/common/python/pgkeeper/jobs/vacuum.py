@@ -1,0 +1,149 @@
+"""The vacuum job: VACUUM / ANALYZE / proactive FREEZE where it is needed, most urgent first, in time.
+
+Modes: `vacuum` (weekly: every need, plus optional rebuild of invalid indexes), `analyze` (frequent:
+the plan's hot tables that changed), `health` (read-only: the health report, see pgkeeper.health).
+Tables a run could not finish are carried over (pgkeeper.vacuum_backlog) and go first next time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import psycopg
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import Field
+
+from ..errors import EventError
+from ..idents import display
+from ..log import logger, metrics
+from ..plan import Plan
+from ..plan.base import SqlName, column_ident, split_name
+from ..vacuum import backlog, reindex, runner
+from ..vacuum.selection import select
+from . import JobContext, JobSpec, Options, Report
+
+
+class VacuumOptions(Options):
+    mode: Literal["vacuum", "analyze", "health"] = "vacuum"
+    tables: list[SqlName] | None = Field(
+        None, min_length=1, description="exactly these tables, needed or not (e.g. after a bulk import)"
+    )
+    reindex_invalid: bool | None = Field(None, description="override the plan's vacuum.reindex_invalid")
+
+
+def run(ctx: JobContext) -> Report:
+    opts: VacuumOptions = ctx.options
+    if opts.mode == "health":
+        from ..health import build_report
+
+        return {"status": "succeeded", "mode": "health", "health": build_report(ctx.db.conn, ctx.plan)}
+    plan = ctx.plan.vacuum
+    main = ctx.db.conn
+    only = [split_name(t) for t in opts.tables] if opts.tables else None
+    include = [split_name(t) for t in plan.analyze] if opts.mode == "analyze" else []
+    entries = backlog.load(main) if only is None else {}
+    carried = {k: e.action for k, e in entries.items() if opts.mode == "vacuum" or e.action == "analyze"}
+    selection = select(main, plan, mode=opts.mode, include=include, only=only, carried=carried)
+    if only is not None and selection.not_found:
+        raise EventError(f"vacuum: tables not found: {', '.join(selection.not_found)}", reason="unknown_tables")
+    for name in selection.not_found:
+        logger.warning(f"vacuum.analyze names {name}, which does not exist (run `pgkeeper plan check`)")
+
+    targets = selection.targets
+    if opts.dry_run:
+        outcome = runner.Outcome(items=[runner.item_for(t) for t in targets])
+    else:
+        backlog.enqueue(main, ctx.run_id, targets)
+        outcome = runner.process(ctx.db, main, ctx.budget, plan, targets)
+
+    do_reindex = plan.reindex_invalid if opts.reindex_invalid is None else opts.reindex_invalid
+    indexes: list[dict[str, Any]] = []
+    if opts.mode == "vacuum" and do_reindex:
+        if outcome.stopped is None:
+            indexes = reindex.rebuild_invalid(ctx.db, main, ctx.budget, plan, dry_run=opts.dry_run)
+        else:
+            indexes = [{"index": display(i["schema"], i["index"]), "outcome": "left", "why": outcome.stopped}
+                       for i in reindex.invalid_indexes(main, plan)]
+    return _report(opts, selection, outcome, indexes, attempts={display(*k): e.attempts for k, e in entries.items()})
+
+
+def _report(opts: VacuumOptions, selection: Any, outcome: runner.Outcome, indexes: list[dict[str, Any]],
+            attempts: dict[str, int]) -> Report:
+    for item in outcome.items:
+        if item["carried_over"]:
+            item["earlier_attempts"] = attempts.get(item["table"], 0)
+    counts = {k: outcome.count(k) for k in ("frozen", "vacuumed", "analyzed", "skipped", "left", "gone")}
+    unfinished = [{"table": i["table"], "outcome": i["outcome"], "why": i.get("why")}
+                  for i in outcome.items if i["outcome"] in ("skipped", "left")]
+    failed_indexes = [i for i in indexes if i["outcome"] in ("failed", "left")]
+    status = "partial" if unfinished or failed_indexes else "succeeded"
+    report: Report = {
+        "status": status,
+        "mode": opts.mode,
+        "dry_run": opts.dry_run,
+        "considered": selection.considered,
+        "selected": len(selection.targets),
+        "counts": counts,
+        "tables": outcome.items,
+        "unfinished": unfinished,
+    }
+    if outcome.stopped:
+        report["stopped"] = outcome.stopped
+    if indexes:
+        report["invalid_indexes"] = indexes
+    if selection.not_permitted:
+        report["not_permitted"] = {
+            "tables": selection.not_permitted,
+            "why": "only the table's owner, the database owner or a superuser can vacuum it; "
+                   "exclude them in vacuum.exclude_tables or run pgkeeper as their owner",
+        }
+    if selection.not_found:
+        report["not_found"] = selection.not_found
+    if not opts.dry_run:
+        _metrics(counts, len(unfinished))
+    return report
+
+
+def _metrics(counts: dict[str, int], unfinished: int) -> None:
+    done = counts["frozen"] + counts["vacuumed"]
+    metrics.add_metric(name="TablesVacuumed", unit=MetricUnit.Count, value=done)
+    metrics.add_metric(name="TablesAnalyzed", unit=MetricUnit.Count, value=counts["analyzed"])
+    metrics.add_metric(name="TablesLeftForNextRun", unit=MetricUnit.Count, value=unfinished)
+
+
+def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
+    """The vacuum section against a live database: schemas, hot tables, expected indexes' tables and columns."""
+    vac = plan.vacuum
+    problems: list[str] = []
+    schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()}
+    for i, s in enumerate(vac.schemas):
+        if s not in schemas:
+            problems.append(f"vacuum.schemas[{i}]: schema {s!r} not found")
+    names = [("analyze", i, t) for i, t in enumerate(vac.analyze)]
+    names += [("exclude_tables", i, t) for i, t in enumerate(vac.exclude_tables)]
+    names += [("expected_indexes", i, e.table) for i, e in enumerate(vac.expected_indexes)]
+    wanted = {split_name(t) for _, _, t in names}
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE c.relkind IN ('r', 'm', 'p') "
+        "AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        [[s for s, _ in wanted], [t for _, t in wanted]],
+    ).fetchall()
+    columns: dict[tuple[str, str], set[str]] = {}
+    for s, t, a in rows:
+        columns.setdefault((s, t), set()).add(a)
+    for section, i, table in names:
+        key = split_name(table)
+        if key not in columns:
+            problems.append(f"vacuum.{section}[{i}]: table {display(*key)} not found")
+        elif section == "expected_indexes":
+            for j, col in enumerate(vac.expected_indexes[i].columns):
+                if column_ident(col) not in columns[key]:
+                    problems.append(f"vacuum.expected_indexes[{i}].columns[{j}]: column {col} not found in "
+                                    f"{display(*key)}")
+    return problems
+
+
+JOB = JobSpec(name="vacuum", options=VacuumOptions, run=run, long_running=True, check=check)

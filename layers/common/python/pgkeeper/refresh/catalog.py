@@ -1,0 +1,203 @@
+"""What the database says about its views: which exist, what depends on what, what can go CONCURRENTLY.
+
+Dependencies come from pg_depend on each view's `_RETURN` rewrite rule, the same record Postgres
+uses to refuse `DROP` of a view that others use. Plain views are followed through, so a
+materialized view built on a view built on another materialized view still refreshes after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from ..idents import display
+
+_RELATIONS = """
+SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relispopulated
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('m', 'v')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+_EDGES = """
+SELECT DISTINCT r.ev_class, d.refobjid
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_depend d
+  ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+ AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class
+JOIN pg_catalog.pg_class used ON used.oid = d.refobjid AND used.relkind IN ('m', 'v')
+"""
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    schema: str
+    name: str
+    kind: str  # 'm' materialized view, 'v' view
+    populated: bool
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return display(self.schema, self.name)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def kind_name(self) -> str:
+        return "materialized view" if self.kind == "m" else "view"
+
+
+@dataclass
+class Catalog:
+    """A snapshot of every view and materialized view and the edges between them."""
+
+    relations: dict[int, Relation] = field(default_factory=dict)
+    uses: dict[int, set[int]] = field(default_factory=dict)
+    used_by: dict[int, set[int]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection) -> Catalog:
+        cat = cls()
+        for oid, schema, name, kind, populated in conn.execute(_RELATIONS).fetchall():
+            cat.relations[oid] = Relation(oid, schema, name, kind, populated)
+        for view, used in conn.execute(_EDGES).fetchall():
+            if view in cat.relations and used in cat.relations:
+                cat.uses.setdefault(view, set()).add(used)
+                cat.used_by.setdefault(used, set()).add(view)
+        return cat
+
+    def find(self, schema: str, name: str) -> Relation | None:
+        for rel in self.relations.values():
+            if rel.schema == schema and rel.name == name:
+                return rel
+        return None
+
+    def matviews_in(self, schemas: Iterable[str]) -> list[Relation]:
+        wanted = set(schemas)
+        return sorted((r for r in self.relations.values() if r.kind == "m" and r.schema in wanted),
+                      key=lambda r: (r.schema, r.name))
+
+    def dependants(self, oid: int) -> list[Relation]:
+        """Every view and materialized view that reads `oid`, directly or not, in creation order."""
+        found: set[int] = set()
+        stack = [oid]
+        while stack:
+            for child in self.used_by.get(stack.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return [self.relations[o] for o in self.order(sorted(found, key=lambda o: self.relations[o].key))]
+
+    def order(self, oids: list[int]) -> list[int]:
+        """`oids` with every relation after those it reads (stable: ties keep the given order)."""
+        members = list(dict.fromkeys(oids))
+        inside = set(members)
+        need = {o: self._reach(o) & inside for o in members}
+        done: list[int] = []
+        placed: set[int] = set()
+        while len(done) < len(members):
+            progressed = False
+            for o in members:
+                if o not in placed and need[o] <= placed:
+                    done.append(o)
+                    placed.add(o)
+                    progressed = True
+                    break
+            if not progressed:  # a cycle cannot exist in pg_depend; keep the rest as given
+                done.extend(o for o in members if o not in placed)
+                break
+        return done
+
+    def _reach(self, oid: int) -> set[int]:
+        """Every relation `oid` reads, through any number of views or materialized views."""
+        out: set[int] = set()
+        stack = [oid]
+        while stack:
+            for nxt in self.uses.get(stack.pop(), ()):
+                if nxt not in out:
+                    out.add(nxt)
+                    stack.append(nxt)
+        return out
+
+
+def relkind(conn: psycopg.Connection, schema: str, name: str) -> str | None:
+    """What `schema.name` is (table, view, ...), or None when nothing has that name."""
+    row = conn.execute(
+        "SELECT c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        [schema, name],
+    ).fetchone()
+    if row is None:
+        return None
+    return {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
+            "i": "index", "I": "index", "S": "sequence", "c": "composite type"}.get(row[0], row[0])
+
+
+def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone()
+    return row is not None
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    index: str
+    columns: tuple[str, ...]
+
+
+def concurrent_keys(conn: psycopg.Connection, oid: int) -> list[UniqueKey]:
+    """Unique indexes that make REFRESH ... CONCURRENTLY possible: valid, plain columns, no WHERE."""
+    rows = conn.execute(
+        """
+        SELECT ic.relname,
+               ARRAY(SELECT a.attname FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(n, o)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+                     ORDER BY k.o)
+        FROM pg_catalog.pg_index i
+        JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+        WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indisready
+          AND i.indpred IS NULL AND i.indexprs IS NULL
+          AND NOT (0 = ANY (i.indkey::pg_catalog.int2[]))
+        ORDER BY i.indnatts, ic.relname
+        """,
+        [oid],
+    ).fetchall()
+    return [UniqueKey(index=name, columns=tuple(cols)) for name, cols in rows]
+
+
+def key_has_nulls(conn: psycopg.Connection, rel: Relation, key: UniqueKey) -> bool:
+    """Matview columns never carry NOT NULL, so ask the data: rows with a NULL key never match in a
+    concurrent refresh's diff and are deleted and re-inserted every time."""
+    cond = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in key.columns)
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(rel.ident, cond)
+    row = conn.execute(query).fetchone()
+    return bool(row and row[0])
+
+
+def index_signatures(conn: psycopg.Connection, oid: int) -> list[tuple]:
+    """Each index as (unique, method, key expressions, predicate): names and schemas left out, so a
+    view's indexes compare equal to the same statements run against a copy elsewhere."""
+    rows = conn.execute(
+        """
+        SELECT i.indisunique, am.amname,
+               ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid, k, true)
+                     FROM pg_catalog.generate_series(1, i.indnatts) k),
+               pg_catalog.pg_get_expr(i.indpred, i.indrelid, true)
+        FROM pg_catalog.pg_index i
+        JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+        WHERE i.indrelid = %s
+        """,
+        [oid],
+    ).fetchall()
+    return sorted((u, m, tuple(k), p or "") for u, m, k, p in rows)

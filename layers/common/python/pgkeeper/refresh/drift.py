@@ -1,0 +1,122 @@
+"""Does a stored view still match its definition file? Compared as Postgres understands both.
+
+Text comparison would call every reformatting a drift and miss a `SELECT *` that now expands to
+one more column. Instead the file's view is created WITH NO DATA in a scratch schema, inside a
+transaction that is always rolled back, and Postgres deparses both: `pg_get_viewdef` of the copy
+and of the stored view (same session, same search_path, so names print the same way), the output
+columns with their types, and the indexes without their names. Nothing of it is ever committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from .catalog import Relation, index_signatures
+from .definitions import Definition
+from .session import Session
+
+
+class ScratchUnavailable(Exception):  # noqa: N818 - caught and reported as a warning, never raised out
+    """The role may not create a scratch schema (no CREATE on the database): drift cannot be checked."""
+
+
+@dataclass
+class Drift:
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.reasons)
+
+
+def search_path_for(schema: str) -> list[str]:
+    """Unqualified names in a definition file resolve in the view's own schema, then in public."""
+    return [schema, "public"]
+
+
+def build_scratch(conn: psycopg.Connection, definition: Definition, name: str) -> int:
+    """Create the file's view (no data) and its indexes in a fresh scratch schema; returns its oid."""
+    scratch = f"pgkeeper_scratch_{uuid.uuid4().hex[:10]}"
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ScratchUnavailable(exc.diag.message_primary or "permission denied") from exc
+    target = sql.Identifier(scratch, name)
+    conn.execute(definition.build_view(target, with_data=False))
+    for statement in definition.build_indexes(target):
+        conn.execute(statement)
+    row = conn.execute("SELECT %s::pg_catalog.regclass::pg_catalog.oid",
+                       [target.as_string(conn)]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def compare(session: Session, rel: Relation, definition: Definition) -> Drift:
+    """Why `rel` differs from `definition` (empty when it matches). Changes nothing."""
+    with session.transaction(search_path=search_path_for(rel.schema)) as conn:
+        copy = build_scratch(conn, definition, rel.name)
+        drift = Drift()
+        old_cols, new_cols = _columns(conn, rel.oid), _columns(conn, copy)
+        if old_cols != new_cols:
+            drift.reasons.append(_column_change(old_cols, new_cols, definition))
+        elif _viewdef(conn, rel.oid) != _viewdef(conn, copy):
+            drift.reasons.append(f"its stored query differs from {definition.path.name}")
+        have = index_signatures(conn, rel.oid)
+        for sig in index_signatures(conn, copy):
+            if sig in have:
+                have.remove(sig)
+            else:
+                drift.reasons.append(f"index {describe_index(sig)} from {definition.path.name} is missing")
+        raise psycopg.Rollback()
+    return drift
+
+
+def try_definition(conn: psycopg.Connection, definition: Definition, schema: str, name: str) -> None:
+    """Apply the file in a rolled-back transaction (for `pgkeeper plan check`); raises what Postgres says."""
+    path = sql.SQL(", ").join(sql.Identifier(s) for s in dict.fromkeys(search_path_for(schema))).as_string(conn)
+    with conn.transaction():
+        conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", [path])
+        build_scratch(conn, definition, name)
+        raise psycopg.Rollback()
+
+
+def describe_index(sig: tuple) -> str:
+    unique, method, keys, predicate = sig
+    text = ("UNIQUE " if unique else "") + ("" if method == "btree" else f"USING {method} ") + f"({', '.join(keys)})"
+    return text + (f" WHERE {predicate}" if predicate else "")
+
+
+def _viewdef(conn: psycopg.Connection, oid: int) -> str:
+    row = conn.execute("SELECT pg_catalog.pg_get_viewdef(%s, true)", [oid]).fetchone()
+    return row[0] if row else ""
+
+
+def _columns(conn: psycopg.Connection, oid: int) -> list[tuple[str, str]]:
+    return [tuple(r) for r in conn.execute(
+        "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
+        "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [oid],
+    ).fetchall()]
+
+
+def _column_change(old: list[tuple[str, str]], new: list[tuple[str, str]], definition: Definition) -> str:
+    old_names, new_names = dict(old), dict(new)
+    parts = []
+    added = [n for n in new_names if n not in old_names]
+    removed = [n for n in old_names if n not in new_names]
+    retyped = [f"{n} {old_names[n]} -> {new_names[n]}" for n in new_names
+               if n in old_names and old_names[n] != new_names[n]]
+    if added:
+        parts.append("adds column" + ("s " if len(added) > 1 else " ") + ", ".join(added))
+    if removed:
+        parts.append("drops column" + ("s " if len(removed) > 1 else " ") + ", ".join(removed))
+    if retyped:
+        parts.append("changes " + ", ".join(retyped))
+    if not parts:
+        parts.append("orders its columns differently")
+    return f"{definition.path.name} " + "; ".join(parts) + " (the stored view is out of date)"

@@ -1,0 +1,71 @@
+"""The refresh job's working connection: one short transaction per unit of work, each bounded.
+
+`ctx.db.conn` holds the job's advisory lock and must stay free, so views are refreshed on a
+connection of their own. Every transaction sets `statement_timeout` to what is left of the Lambda
+budget (never more than the plan's), so a refresh still running at the deadline is cancelled by
+the server and reported as not done, rather than killed with the function and left to chance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+from ..budget import Budget
+from ..db import Database
+
+MIN_STATEMENT_MS = 200
+"""Below this much time left, no statement is started."""
+
+
+class DeadlineReached(Exception):  # noqa: N818 - a signal, not an error: the caller reports `not_done`
+    """Not enough of the budget is left to start the next statement."""
+
+
+class Session:
+    def __init__(self, db: Database, budget: Budget) -> None:
+        self.db = db
+        self.budget = budget
+        self.plan_statement_ms = db.settings.statement_timeout_s * 1000
+        self.lock_timeout_ms = db.settings.lock_timeout_ms
+        self._conn: psycopg.Connection | None = None
+        self.bounded_by_deadline = False
+        """True when the last bound set was the budget rather than the plan's statement_timeout."""
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = self.db.connect(autocommit=True, purpose="views")
+        return self._conn
+
+    def bound(self) -> None:
+        """(Re)set this transaction's statement_timeout from the time left; call before each long statement."""
+        left = self.budget.remaining_ms()
+        if left < MIN_STATEMENT_MS:
+            raise DeadlineReached()
+        ms = min(left, self.plan_statement_ms)
+        self.bounded_by_deadline = left < self.plan_statement_ms
+        self.conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, true)", [str(ms)])
+
+    @contextmanager
+    def transaction(self, search_path: list[str] | None = None) -> Iterator[psycopg.Connection]:
+        """A transaction with lock_timeout, a bounded statement_timeout and (optionally) a search_path."""
+        conn = self.conn
+        with conn.transaction():
+            conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", [str(self.lock_timeout_ms)])
+            if search_path:
+                self.set_search_path(search_path)
+            self.bound()
+            yield conn
+
+    def set_search_path(self, schemas: list[str]) -> None:
+        path = sql.SQL(", ").join(sql.Identifier(s) for s in dict.fromkeys(schemas)).as_string(self.conn)
+        self.conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", [path])
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None

@@ -1,0 +1,91 @@
+"""Replay protection across Lambda instances: a webhook-id is accepted once.
+
+Two stores behind one small Protocol (`signing.replay_store` in the plan):
+
+- `postgres` (default): table `pgkeeper.webhook_ids` in the database pgkeeper maintains.
+  `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired` is atomic across every instance and every
+  function of the deployment, adds no service, no IAM and no cost, and its one round trip goes to
+  a database the request needs anyway. When that database is down the request fails closed
+  (503): a job that cannot be recorded must not run.
+- `redis`: `SET key 1 NX EX ttl` for deployments that already run Redis (Upstash) and want the
+  check to stay off the database; also fails closed.
+
+Entries live for `2 * tolerance + 60` seconds: a request stamped `tolerance` seconds in the
+future stays verifiable until `2 * tolerance` after it was first accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import psycopg
+
+from ..errors import ConfigError, DatabaseUnavailableError
+from .errors import ReplayStoreUnavailableError
+from .session import UrlSession
+
+PURGE_INTERVAL_S = 60.0
+REDIS_PREFIX = "pgkeeper:webhook-id:"
+
+
+def ttl_for(tolerance_s: int) -> int:
+    return 2 * tolerance_s + 60
+
+
+class ReplayStore(Protocol):
+    def accept(self, webhook_id: str, ttl_s: int) -> bool:
+        """True the first time `webhook_id` is seen within `ttl_s`; raises when it cannot tell."""
+        ...
+
+
+_ACCEPT = (
+    "INSERT INTO pgkeeper.webhook_ids AS w (webhook_id, expires_at) "
+    "VALUES (%s, pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => %s)) "
+    "ON CONFLICT (webhook_id) DO UPDATE "
+    "SET accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at "
+    "WHERE w.expires_at < pg_catalog.clock_timestamp() "
+    "RETURNING true"
+)
+_PURGE = "DELETE FROM pgkeeper.webhook_ids WHERE expires_at < pg_catalog.clock_timestamp()"
+
+
+class PostgresReplayStore:
+    def __init__(self, session: UrlSession) -> None:
+        self.session = session
+        self._last_purge = float("-inf")
+
+    def accept(self, webhook_id: str, ttl_s: int) -> bool:
+        purge = time.monotonic() - self._last_purge > PURGE_INTERVAL_S
+
+        def work(conn: psycopg.Connection) -> bool:
+            row = conn.execute(_ACCEPT, [webhook_id, ttl_s]).fetchone()
+            if purge:
+                # Expired ids are only dead weight (the conflict clause already reuses them): drop
+                # them once a minute per container, after the answer that matters is known.
+                conn.execute(_PURGE)
+            return row is not None
+
+        try:
+            accepted = self.session.run(work)
+        except DatabaseUnavailableError as exc:
+            raise ReplayStoreUnavailableError(f"replay store (postgres) unavailable: {exc}") from exc
+        if purge:
+            self._last_purge = time.monotonic()
+        return accepted
+
+
+class RedisReplayStore:
+    def __init__(self, url: str) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise ConfigError("signing.replay_store is redis but the redis package is not installed") from None
+        self._redis_error = redis.RedisError
+        self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+    def accept(self, webhook_id: str, ttl_s: int) -> bool:
+        try:
+            return bool(self.client.set(REDIS_PREFIX + webhook_id, b"1", nx=True, ex=ttl_s))
+        except self._redis_error as exc:
+            raise ReplayStoreUnavailableError(f"replay store (redis) unavailable: {type(exc).__name__}") from exc

@@ -1,0 +1,72 @@
+"""The function URL's own database session: replay ids, queued runs, run lookups, health.
+
+One autocommit connection per container and database, opened lazily with short timeouts (a URL
+caller is waiting), reused across warm invocations and reopened when the server dropped it while
+the container was frozen (Neon suspends idle computes; RDS proxies close idle sessions).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+
+from ..db import Database
+from ..errors import DatabaseUnavailableError
+from ..runs import ensure_schema
+
+T = TypeVar("T")
+
+STATEMENT_TIMEOUT_MS = 5000
+LOCK_TIMEOUT_MS = 2000
+
+
+class UrlSession:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    def run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """`work(conn)` on the session; one reconnect if the connection turns out to be dead.
+
+        The retry only follows a *lost connection* (conn.broken), almost always one the server
+        closed while the container was frozen, so the statement never reached it. In the rare case
+        the server committed the statement and then lost the connection, a replay-store insert
+        repeats as "already seen": that request is refused (409), never run twice.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                return work(conn)
+            except psycopg.OperationalError as exc:
+                if not conn.broken:  # e.g. statement_timeout: the connection is fine, the database is not
+                    raise DatabaseUnavailableError(f"database error: {type(exc).__name__}") from exc
+                self._conn = None
+            conn = self._connection()
+            try:
+                return work(conn)
+            except psycopg.OperationalError as exc:
+                self._conn = None
+                conn.close()
+                raise DatabaseUnavailableError(f"lost the connection to {self.db.where}") from exc
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            conn = self.db.connect(autocommit=True, statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+                                   lock_timeout_ms=LOCK_TIMEOUT_MS, purpose="url")
+            try:
+                ensure_schema(conn, cache_key=self.db.conninfo)
+            except psycopg.OperationalError as exc:
+                conn.close()
+                raise DatabaseUnavailableError(f"cannot prepare schema pgkeeper on {self.db.where}") from exc
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None

@@ -1,0 +1,382 @@
+"""The backup job against real PostgreSQL, real pg_dump/pg_restore and moto's S3 server.
+
+What a careful DBA checks: the restored database has the same rows and the same contents; a
+backup that failed half-way leaves nothing that looks like a backup; retention never deletes
+when the new backup is not verified; a tampered object is never restored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+import zstandard
+from psycopg import sql
+
+from pgkeeper import runner
+from pgkeeper.backup.errors import BackupError, VerificationError, VersionMismatchError
+from pgkeeper.backup.pipeline import Progress
+from pgkeeper.budget import Budget
+from pgkeeper.cli import main as cli
+from pgkeeper.config import get_plan
+from pgkeeper.db import Database
+from pgkeeper.jobs import JobContext
+from pgkeeper.jobs.backup import JOB, BackupOptions
+from pgkeeper.triggers import JobRequest
+
+BUCKET = "pgk-backups"
+
+SCHEMA = """
+CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, created timestamptz NOT NULL, score numeric(10,2),
+                    profile jsonb, avatar bytea);
+INSERT INTO users SELECT g, 'user' || g || '@example.com', '2024-01-01'::timestamptz + g * interval '1 minute',
+                         (g % 1000) / 7.0, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 3)),
+                         CASE WHEN g % 5 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END
+FROM generate_series(1, 3000) g;
+CREATE TABLE "Session" ("id" text PRIMARY KEY, "userId" bigint REFERENCES users, "expiresAt" timestamptz);
+INSERT INTO "Session" SELECT md5(g::text), g % 3000 + 1, now() + g * interval '1 hour' FROM generate_series(1, 1200) g;
+CREATE TABLE events (id bigint, at date NOT NULL, kind text) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO events SELECT g, '2024-06-01'::date + (g % 400), 'kind-' || (g % 7) FROM generate_series(1, 2500) g;
+CREATE SCHEMA "Audit Log";
+CREATE TABLE "Audit Log"."Entry" (id serial PRIMARY KEY, note text);
+INSERT INTO "Audit Log"."Entry" (note) SELECT repeat('x', g % 50) FROM generate_series(1, 700) g;
+CREATE TABLE empty_table (id int);
+CREATE MATERIALIZED VIEW user_counts AS SELECT score::int AS s, count(*) AS n FROM users GROUP BY 1;
+"""
+
+TABLES = ["public.users", 'public."Session"', "public.events_2024", "public.events_2025",
+          '"Audit Log"."Entry"', "public.empty_table"]
+
+
+def _content(conn: psycopg.Connection, table: str) -> tuple[int, str]:
+    """(rows, md5 of every row's text, in a stable order): equal only if the contents are equal."""
+    schema, name = ("public", table) if "." not in table else table.split(".", 1)
+    ident = sql.Identifier(schema.strip('"'), name.strip('"'))
+    q = sql.SQL("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t").format(ident)
+    return tuple(conn.execute(q).fetchone())
+
+
+def _bucket_keys(s3) -> list[str]:
+    resp = s3.list_objects_v2(Bucket=BUCKET)
+    return sorted(o["Key"] for o in resp.get("Contents", []))
+
+
+def _multipart_uploads(s3) -> list[str]:
+    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])]
+
+
+@pytest.fixture()
+def s3(aws):
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+@pytest.fixture()
+def seeded(use_db, pg):
+    pg.execute(SCHEMA)
+    return use_db
+
+
+@pytest.fixture()
+def plan(write_plan, s3, monkeypatch):
+    monkeypatch.setenv("PGKEEPER_BACKUP_BUCKET", BUCKET)
+    monkeypatch.delenv("PGKEEPER_PG_BIN_DIR", raising=False)
+
+    def write(**backup):
+        return write_plan({"version": 1, "backup": {"part_size_mib": 5, **backup}})
+
+    write()
+    return write
+
+
+def _run(options: dict | None = None, context=None) -> dict:
+    return runner.execute(JOB, JobRequest(job="backup", options=options or {}, trigger="invoke"), context)
+
+
+def _ctx(url: str, *, on_part=None, **options) -> JobContext:
+    """A job context as the runner builds it, plus a progress hook (the runner has no way to pass one)."""
+    plan = get_plan()
+    db = Database(url, plan.database, "backup")
+    ctx = JobContext(plan=plan, db=db, budget=Budget(600), options=BackupOptions(**options), run_id="hookrun0001")
+    if on_part is not None:
+        ctx.extra["on_part"] = on_part
+    return ctx
+
+
+def test_backup_restores_into_a_new_database_with_same_rows_and_contents(seeded, plan, s3, make_database, capsys):
+    result = _run()
+    report = result["report"]
+    assert result["status"] == "succeeded"
+    assert report["verification"]["ok"] and report["verification"]["sha256"] == "match"
+    assert report["bytes_out"] < report["bytes_in"] and report["ratio"] > 1
+    assert report["tables"] >= len(TABLES) + 1  # + pgkeeper's own tables (run history)
+    assert set(_bucket_keys(s3)) == {report["key"], report["manifest_key"]}
+
+    target = make_database()
+    assert cli(["restore", "--latest", "--to", target, "--database", _dbname(seeded)]) == 0
+    assert "every row count match" in capsys.readouterr().err
+    with psycopg.connect(seeded) as src, psycopg.connect(target) as dst:
+        for table in TABLES:
+            assert _content(dst, table) == _content(src, table), table
+        # The materialized view comes back populated, the partitioned parent routes to its partitions.
+        assert dst.execute("SELECT sum(n) FROM user_counts").fetchone()[0] == 3000
+        assert dst.execute("SELECT count(*) FROM events").fetchone()[0] == 2500
+
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read())
+    with psycopg.connect(target) as dst:
+        for t in manifest["tables"]:
+            ident = sql.Identifier(t["schema"], t["name"])
+            restored = dst.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+            assert restored == t["rows"], t
+    assert {(t["schema"], t["name"]) for t in manifest["tables"]} >= {("public", "Session"), ("Audit Log", "Entry")}
+    assert manifest["sha256"] == report["sha256"] and manifest["pg_dump_version"] and manifest["server_version"]
+
+
+def test_manifest_counts_rows_in_the_dump_snapshot_not_later_writes(seeded, plan, s3, pg, make_database):
+    """Rows inserted while pg_dump runs are neither counted nor dumped: counts and dump agree."""
+
+    def write_during_dump(progress: Progress) -> None:
+        if progress.parts == 1:
+            pg.execute("INSERT INTO empty_table SELECT generate_series(1, 50)")
+
+    pg.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS t "
+               "FROM generate_series(1, 300000) g")
+    report = JOB.run(_ctx(seeded, on_part=write_during_dump))
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read())
+    counts = {(t["schema"], t["name"]): t["rows"] for t in manifest["tables"]}
+    assert counts[("public", "empty_table")] == 0
+    assert pg.execute("SELECT count(*) FROM empty_table").fetchone()[0] == 50
+
+    target = make_database()
+    assert cli(["restore", "--key", report["key"], "--to", target, "--bucket", BUCKET,
+                "--database", _dbname(seeded)]) == 0
+    with psycopg.connect(target) as dst:
+        assert dst.execute("SELECT count(*) FROM empty_table").fetchone()[0] == 0
+        assert dst.execute("SELECT count(*) FROM big").fetchone()[0] == counts[("public", "big")] == 300000
+
+
+def test_verify_restore_mode_restores_into_a_scratch_database_and_drops_it(seeded, plan, s3, admin_url):
+    plan(verify="restore")
+    report = _run()["report"]
+    assert report["verification"]["mode"] == "restore"
+    assert report["verification"]["restore"]["rows_match"] is True
+    assert report["verification"]["restore"]["rows"] == report["rows"]
+    with psycopg.connect(admin_url) as c:
+        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pgkeeper_verify_%'").fetchall()
+    assert left == []
+
+
+def _kill_pg_dump_after_first_part(progress: Progress) -> None:
+    if progress.parts == 1:
+        for pid in _children_named("pg_dump"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _children_named(name: str) -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if comm == name and ppid == me:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture()
+def big(seeded, pg):
+    """Enough rows that the dump is still running when the first 5 MiB part is uploaded."""
+    pg.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS t "
+               "FROM generate_series(1, 400000) g")
+    return seeded
+
+
+def test_pg_dump_killed_mid_stream_aborts_the_upload_and_leaves_nothing(big, plan, s3):
+    with pytest.raises(BackupError, match="pg_dump was killed by signal 9"):
+        JOB.run(_ctx(big, on_part=_kill_pg_dump_after_first_part))
+    assert _bucket_keys(s3) == []
+    assert _multipart_uploads(s3) == []
+    assert cli(["backups", "list", "--json", "--bucket", BUCKET, "--database", "x"]) == 0
+
+
+def test_upload_aborted_by_s3_mid_stream_fails_the_run_and_leaves_nothing(big, plan, s3):
+    """S3 drops the multipart upload while parts are still coming (an operator or lifecycle rule)."""
+
+    def s3_loses_the_upload(progress: Progress) -> None:
+        if progress.parts == 1:
+            for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
+                s3.abort_multipart_upload(Bucket=BUCKET, Key=u["Key"], UploadId=u["UploadId"])
+
+    # Real S3 answers NoSuchUpload; moto answers 500. Either way the part fails and the run with it.
+    with pytest.raises(BackupError, match="uploading a part of s3://"):
+        JOB.run(_ctx(big, on_part=s3_loses_the_upload))
+    assert _bucket_keys(s3) == []
+    assert _multipart_uploads(s3) == []
+
+
+def test_s3_endpoint_gone_mid_upload_fails_the_run_and_no_backup_appears(big, plan, s3, monkeypatch):
+    """The S3 endpoint stops answering after the first part; moto's state outlives its server."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    stopped = []
+
+    def endpoint_goes_away(progress: Progress) -> None:
+        if progress.parts == 1 and not stopped:
+            server.stop()
+            stopped.append(True)
+
+    try:
+        with pytest.raises(BackupError, match="lifecycle rule"):
+            JOB.run(_ctx(big, on_part=endpoint_goes_away))
+    finally:
+        if not stopped:
+            server.stop()
+    # Seen through the session's server (same in-process state): no object, no manifest.
+    assert _bucket_keys(s3) == []
+
+
+def test_old_pg_dump_is_refused_before_anything_is_uploaded(seeded, plan, s3, tmp_path, monkeypatch, pg):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.3'\n")
+    (fake / "pg_dump").chmod(0o755)
+    (fake / "pg_restore").write_text("#!/bin/sh\necho 'pg_restore (PostgreSQL) 12.3'\n")
+    (fake / "pg_restore").chmod(0o755)
+    monkeypatch.setenv("PGKEEPER_PG_BIN_DIR", str(fake))
+    with pytest.raises(VersionMismatchError, match=r"pg_dump 12\.3 .* is older than the server \(PostgreSQL 1\d"):
+        _run()
+    assert _bucket_keys(s3) == []
+    assert _multipart_uploads(s3) == []
+    status, error = pg.execute("SELECT status, error FROM pgkeeper.runs").fetchone()
+    assert status == "failed" and "older than the server" in error
+
+
+def _seed_old_backups(s3, database: str, days: int) -> list[str]:
+    """Complete backups (dump + manifest) of the last `days` days, as earlier runs left them."""
+    keys = []
+    now = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
+    for d in range(1, days + 1):
+        stamp = (now - timedelta(days=d)).strftime("%Y%m%dT%H%M%SZ")
+        key = f"pgkeeper/{database}/{stamp}-old{d:05d}.pgdump.zst"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"old")
+        s3.put_object(Bucket=BUCKET, Key=key.replace(".pgdump.zst", ".manifest.json"), Body=b"{}")
+        keys.append(key)
+    return keys
+
+
+def _dbname(url: str) -> str:
+    return psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+
+
+def test_retention_prunes_after_a_verified_backup(seeded, plan, s3):
+    plan(retention={"daily": 3, "weekly": 0, "monthly": 0, "min_keep": 1})
+    old = _seed_old_backups(s3, _dbname(seeded), 10)
+    report = _run()["report"]
+    # Today's new backup plus the two newest earlier days; the other eight are gone, manifests first.
+    assert sorted(report["pruned"]) == sorted(old[2:])
+    dumps = [k for k in _bucket_keys(s3) if k.endswith(".pgdump.zst")]
+    assert sorted(dumps) == sorted([report["key"], *old[:2]])
+    assert not any(k.endswith(".manifest.json") and k.replace(".manifest.json", ".pgdump.zst") not in dumps
+                   for k in _bucket_keys(s3))
+
+
+def test_failed_verification_prunes_nothing_and_leaves_no_new_backup(seeded, plan, s3, monkeypatch):
+    plan(verify="restore", verify_server_url_env="PGK_VERIFY_URL",
+         retention={"daily": 1, "weekly": 0, "monthly": 0, "min_keep": 1})
+    monkeypatch.setenv("PGK_VERIFY_URL", "postgresql://postgres@127.0.0.1:1/postgres")  # nothing listens there
+    old = _seed_old_backups(s3, _dbname(seeded), 5)
+    before = _bucket_keys(s3)
+    with pytest.raises(VerificationError, match="verification could not run"):
+        _run()
+    assert _bucket_keys(s3) == before
+    assert len(old) == 5
+
+
+def test_dry_run_lists_what_retention_would_delete_and_uploads_nothing(seeded, plan, s3):
+    plan(retention={"daily": 2, "weekly": 0, "monthly": 0, "min_keep": 1})
+    old = _seed_old_backups(s3, _dbname(seeded), 4)
+    before = _bucket_keys(s3)
+    report = _run({"dry_run": True})["report"]
+    assert report["dry_run"] is True
+    assert report["would_delete"] == old[2:]
+    assert [k["key"] for k in report["would_keep"]] == old[:2]
+    assert _bucket_keys(s3) == before
+
+
+def _recompress(s3, key: str) -> None:
+    """Replace the object by the same archive compressed differently: valid zstd, valid archive,
+    different bytes. pg_restore would restore it happily if it were fed to the end."""
+    raw = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    archive = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=zstandard.ZstdCompressor(level=1).compress(archive))
+
+
+def test_restore_refuses_an_object_whose_checksum_does_not_match(seeded, plan, s3, make_database, capsys):
+    report = _run()["report"]
+    _recompress(s3, report["key"])
+    target = make_database()
+    rc = cli(["restore", "--key", report["key"], "--to", target, "--bucket", BUCKET, "--database", _dbname(seeded)])
+    assert rc == 2
+    assert "SHA-256 of the object is" in capsys.readouterr().err
+    with psycopg.connect(target) as dst:
+        assert dst.execute("SELECT count(*) FROM pg_class WHERE relname = 'users'").fetchone()[0] == 0
+
+
+def test_restore_refuses_a_truncated_object(seeded, plan, s3, make_database, capsys):
+    report = _run()["report"]
+    raw = s3.get_object(Bucket=BUCKET, Key=report["key"])["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=report["key"], Body=raw[: len(raw) * 2 // 3])
+    target = make_database()
+    assert cli(["restore", "--latest", "--to", target, "--bucket", BUCKET, "--database", _dbname(seeded)]) == 2
+    assert "altered or damaged" in capsys.readouterr().err
+    with psycopg.connect(target) as dst:
+        assert dst.execute("SELECT count(*) FROM pg_class WHERE relname = 'users'").fetchone()[0] == 0
+
+
+def test_restore_refuses_a_database_that_already_has_tables(seeded, plan, s3, capsys):
+    _run()
+    assert cli(["restore", "--latest", "--to", seeded, "--bucket", BUCKET, "--database", _dbname(seeded)]) == 2
+    assert "already has" in capsys.readouterr().err
+
+
+def test_backups_list_shows_only_complete_backups(seeded, plan, s3, capsys):
+    report = _run({"label": "before-migration"})["report"]
+    s3.put_object(Bucket=BUCKET, Key=f"pgkeeper/{_dbname(seeded)}/20200101T000000Z-dead0000.pgdump.zst", Body=b"x")
+    capsys.readouterr()
+    assert cli(["backups", "list", "--json", "--details", "--database", _dbname(seeded)]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [b["key"] for b in listing["backups"]] == [report["key"]]
+    assert listing["backups"][0]["label"] == "before-migration"
+    assert listing["backups"][0]["rows"] == report["rows"]
+    assert len(listing["incomplete"]) == 1
+
+
+def test_dump_runs_without_password_in_its_command_line(seeded, plan, s3):
+    from pgkeeper.backup.pgtools import libpq_target
+
+    target, env = libpq_target("postgresql://app:s3cr%40t@db.example.com:5432/prod?sslmode=require", "x")
+    assert "s3cr" not in target and env == {"PGPASSWORD": "s3cr@t"}
+    assert "sslmode=require" in target and "dbname=prod" in target
