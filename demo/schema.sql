@@ -178,3 +178,36 @@ ALTER TABLE "Companion" ADD COLUMN description text;
 UPDATE "Companion" SET description = 'A friendly companion who talks about ' || lower(name);
 
 -- ---------------------------------------------------------------- other jobs' demo tables go below
+
+-- ---------------------------------------------------------------- vacuum: group chats (seed 001)
+-- A busy table pair the vacuum demo churns. Seed 001 lists the indexes the app relies on; one of
+-- them, ("groupChatId", "isBot"), was never created here: the health report's expected indexes
+-- (plan: vacuum.expected_indexes) catch it. GroupMessage.senderId references users without an index.
+CREATE TABLE "GroupChat" (
+    id          text PRIMARY KEY,
+    "creatorId" text NOT NULL,
+    name        text NOT NULL,
+    "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX "GroupChat_creatorId_createdAt_idx" ON "GroupChat"("creatorId", "createdAt");
+
+CREATE TABLE "GroupMessage" (
+    id            text PRIMARY KEY,
+    "groupChatId" text NOT NULL REFERENCES "GroupChat"(id) ON DELETE CASCADE,
+    "senderId"    text NOT NULL REFERENCES users(id),
+    "isBot"       boolean NOT NULL DEFAULT false,
+    content       text NOT NULL,
+    "createdAt"   timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX "GroupMessage_groupChatId_createdAt_idx" ON "GroupMessage"("groupChatId", "createdAt");
+CREATE INDEX "GroupMessage_groupChatId_senderId_createdAt_idx"
+    ON "GroupMessage"("groupChatId", "senderId", "createdAt");
+
+INSERT INTO "GroupChat" (id, "creatorId", name, "createdAt")
+SELECT 'grp_' || g, 'usr_' || (1 + g % 400), 'Group ' || g, timestamp '2025-03-01' + g * interval '1 day'
+FROM generate_series(1, 60) g;
+
+INSERT INTO "GroupMessage" (id, "groupChatId", "senderId", "isBot", content, "createdAt")
+SELECT 'gm_' || lpad(g::text, 5, '0'), 'grp_' || (1 + g % 60), 'usr_' || (1 + (g * 13) % 400), g % 3 = 0,
+       'group message ' || g, timestamp '2025-03-01' + g * interval '7 minutes'
+FROM generate_series(1, 6000) g;

@@ -90,7 +90,12 @@ def seeded(use_db, pg):
 @pytest.fixture()
 def plan(write_plan, s3, monkeypatch):
     monkeypatch.setenv("PGKEEPER_BACKUP_BUCKET", BUCKET)
-    monkeypatch.delenv("PGKEEPER_PG_BIN_DIR", raising=False)
+    # PGKEEPER_TEST_PG_BIN_DIR runs these tests with other binaries, e.g. the pgtools layer's
+    # (`make -C layers/pgtools check`, then PGKEEPER_TEST_PG_BIN_DIR=layers/pgtools/.check/pgtools/bin).
+    if os.environ.get("PGKEEPER_TEST_PG_BIN_DIR"):
+        monkeypatch.setenv("PGKEEPER_PG_BIN_DIR", os.path.abspath(os.environ["PGKEEPER_TEST_PG_BIN_DIR"]))
+    else:
+        monkeypatch.delenv("PGKEEPER_PG_BIN_DIR", raising=False)
 
     def write(**backup):
         return write_plan({"version": 1, "backup": {"part_size_mib": 5, **backup}})
@@ -176,10 +181,14 @@ def test_verify_restore_mode_restores_into_a_scratch_database_and_drops_it(seede
     assert left == []
 
 
+KILLED: list[int] = []
+
+
 def _kill_pg_dump_after_first_part(progress: Progress) -> None:
     if progress.parts == 1:
         for pid in _children_named("pg_dump"):
             os.kill(pid, signal.SIGKILL)
+            KILLED.append(pid)
 
 
 def _children_named(name: str) -> list[int]:
@@ -200,16 +209,21 @@ def _children_named(name: str) -> list[int]:
 
 
 @pytest.fixture()
-def big(seeded, pg):
-    """Enough rows that the dump is still running when the first 5 MiB part is uploaded."""
+def big(seeded, pg, plan):
+    """Enough rows that the dump is still running when the first 5 MiB part is uploaded. zstd runs
+    in-line (no worker threads), so compressed output follows the input closely: pg_dump still has
+    ~20 MB to write, and blocks on the pipe, when part 1 is handed over."""
+    plan(compression_threads=0)
     pg.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS t "
                "FROM generate_series(1, 400000) g")
     return seeded
 
 
 def test_pg_dump_killed_mid_stream_aborts_the_upload_and_leaves_nothing(big, plan, s3):
+    KILLED.clear()
     with pytest.raises(BackupError, match="pg_dump was killed by signal 9"):
         JOB.run(_ctx(big, on_part=_kill_pg_dump_after_first_part))
+    assert len(KILLED) == 1
     assert _bucket_keys(s3) == []
     assert _multipart_uploads(s3) == []
     assert cli(["backups", "list", "--json", "--bucket", BUCKET, "--database", "x"]) == 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pgkeeper.log import metrics
 from pgkeeper.plan import Plan, parse_plan
 from pgkeeper.triggers import JobRequest
 
+ROOT = Path(__file__).resolve().parents[2]
 CACHE_DB = 9
 CACHE_ENV = ("PGKEEPER_CACHE_SECRET_ARN", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "REDIS_URL")
 TOKEN = "test-upstash-token"
@@ -179,6 +182,19 @@ def test_command_error_fails_that_item_but_the_rest_is_still_invalidated(backend
     assert count(r, f"{ns}a:*") == 0 and count(r, f"{ns}b:*") == 0
 
 
+def test_a_key_that_is_not_utf8_is_cleared_or_reported_never_a_crash(backend, r, ns):
+    raw = redis.Redis(connection_pool=r.connection_pool)  # same DB, bytes in and out
+    raw.set(ns.encode() + b"bin:\xff\xfe", b"x")
+    plan = make_plan({"mv_bin": {"patterns": [f"{ns}bin:*"]}, "mv_next": {"version_keys": [f"{ns}v"]}})
+    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    if backend == "redis":
+        assert report["status"] == "succeeded" and report["keys_deleted"] == 1
+    else:  # upstash-redis decodes every key as UTF-8: the view fails with a reason, the next one still runs
+        assert report["status"] == "failed" and "not UTF-8" in report["views"][0]["errors"][0]
+        assert report["views"][1]["status"] == "succeeded" and r.get(f"{ns}v") == "1"
+        raw.delete(ns.encode() + b"bin:\xff\xfe")
+
+
 @pytest.mark.parametrize("kind", ["redis", "upstash"])
 def test_cache_down_gives_a_failed_report_not_an_exception(kind, no_cache_env, r, ns):
     port = closed_port()
@@ -290,6 +306,15 @@ def test_plan_rejects_a_pattern_that_would_empty_the_whole_cache():
         "refresh.views[0].cache.patterns[0]: pattern '*' matches every key; name a prefix (e.g. 'dashboard:*')",
         "refresh.views[1].cache: name at least one of `patterns` or `version_keys`",
     ]
+
+
+def test_refresh_handler_imports_no_cache_client_until_a_plan_needs_one():
+    """Cold start: redis-py, upstash-redis and httpx load only when a view names cache keys."""
+    probe = ("import json, sys; sys.path.insert(0, 'functions/refresh'); import app; "
+             "print(json.dumps([m for m in ('redis', 'upstash_redis', 'httpx') if m in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == []
 
 
 def test_check_reports_an_unreachable_cache(no_cache_env):

@@ -79,13 +79,16 @@ def test_without_views_every_matview_in_the_plans_schemas_is_refreshed_in_order(
                                                                               lambda_context):
     pg.execute(SALES)
     pg.execute("CREATE SCHEMA other; CREATE MATERIALIZED VIEW other.mv_elsewhere AS SELECT count(*) AS n FROM sales")
-    write_plan({"version": 1, "refresh": {"schemas": ["public"]}})
+    pg.execute('CREATE SCHEMA "Reports"; CREATE MATERIALIZED VIEW "Reports"."Totals" AS SELECT sum(n) AS n FROM mv_c')
+    write_plan({"version": 1, "refresh": {"schemas": ['"Reports"', "PUBLIC"]}})
     pg.execute("INSERT INTO sales VALUES (11, 11)")
 
     result = refresh(lambda_context)
 
-    assert [v["name"] for v in result["report"]["views"]] == ["public.mv_a", "public.mv_b", "public.mv_c"]
+    assert [v["name"] for v in result["report"]["views"]] == [
+        "public.mv_a", "public.mv_b", "public.mv_c", '"Reports"."Totals"']
     assert pg.execute("SELECT n FROM mv_c").fetchone() == (11,)
+    assert pg.execute('SELECT n FROM "Reports"."Totals"').fetchone() == (11,)
     assert pg.execute("SELECT n FROM other.mv_elsewhere").fetchone() == (10,), "not in the plan's schemas"
 
 
@@ -223,7 +226,7 @@ def test_a_plain_refresh_does_block_readers(use_db, pg, write_plan, lambda_conte
 
 def test_a_lock_held_by_another_session_fails_that_view_and_the_others_refresh(use_db, pg, write_plan,
                                                                                lambda_context):
-    pg.execute(SALES + "CREATE TABLE other (id int); CREATE MATERIALIZED VIEW mv_other AS SELECT count(*) n FROM other;")
+    pg.execute(SALES + "CREATE TABLE other (id int); CREATE MATERIALIZED VIEW mv_other AS SELECT count(*) n FROM other")
     write_plan({"version": 1, "database": {"lock_timeout_ms": 300},
                 "refresh": {"views": [{"name": "mv_a"}, {"name": "mv_other"}]}})
     pg.execute("INSERT INTO sales VALUES (11, 11); INSERT INTO other VALUES (1), (2)")
@@ -275,7 +278,8 @@ def test_refresh_stops_at_the_deadline_and_reports_what_was_not_done(use_db, pg,
     assert any("not done: public.mv_heavy, public.mv_light" in e for e in report["errors"])
     assert pg.execute("SELECT count(*), max(s) FROM mv_heavy").fetchone() == (2000, 1), "cancelled, unchanged"
     assert pg.execute("SELECT status FROM pgkeeper.runs").fetchall() == [("partial",)]
-    assert pg.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'REFRESH%%'").fetchone() == (0,)
+    assert pg.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND query LIKE 'REFRESH%%'").fetchone() == (0,)
 
 
 def test_views_option_refreshes_only_the_named_views(use_db, pg, write_plan, lambda_context):
@@ -340,6 +344,8 @@ def test_the_real_handler_rejects_an_event_naming_an_unknown_option(use_db, pg, 
 
 def test_plan_check_lists_every_problem_of_the_refresh_section(use_db, pg, write_plan):
     pg.execute(SALES + "CREATE TABLE not_a_view (id int);")
+    assert check(load_plan(write_plan({"refresh": {"schemas": ['"Public"', "public"]}})), pg) == [
+        "refresh.schemas[0]: schema 'Public' does not exist"]
     path = write_plan({"version": 1, "refresh": {"views": [
         {"name": "mv_a", "definition": "views/mv_a.sql"},
         {"name": "not_a_view"},

@@ -233,6 +233,13 @@ def test_shell_client_signs_requests_the_server_accepts_once(server: Server, pg:
     assert fetched.returncode == 0, fetched.stderr.decode()
     assert json.loads(fetched.stdout)["run_id"] == run["run_id"]
 
+    expected = add_event_and_expect_refresh(pg)
+    waited = subprocess.run(["sh", str(SHELL_CLIENT), server.url, "refresh"], capture_output=True, timeout=60,
+                            env={**env, "PGKEEPER_ASYNC": "1", "PGKEEPER_WAIT": "1"})
+    assert waited.returncode == 0, waited.stderr.decode()
+    assert b"queued; waiting" in waited.stderr
+    assert json.loads(waited.stdout)["status"] == "succeeded" and view_count(pg) == expected
+
 
 def _tampered() -> tuple[dict[str, str], str]:
     headers = sign(NEW, body=job_body("refresh"))
@@ -330,6 +337,8 @@ def test_signed_get_is_bound_to_its_path_and_unknown_runs_are_404(server: Server
     assert (status, answer["error"]) == (404, "run_not_found")
     status, answer = signed_get(server, "/nothing-here")
     assert (status, answer["error"]) == (404, "not_found")
+    status, answer = http(server.url + "/health", "DELETE", sign(NEW, method="DELETE", path="/health"))
+    assert (status, answer["error"]) == (405, "method_not_allowed")
     # Unsigned, even a path that does not exist is refused before routing: nothing to discover.
     assert http(server.url + "/nothing-here", "GET")[1]["error"] == "missing_signature"
 

@@ -39,16 +39,21 @@ def resources(raw: dict, type_: str) -> dict[str, dict]:
     return {k: v for k, v in raw["Resources"].items() if v["Type"] == type_}
 
 
-def statements(props: dict) -> list[dict]:
-    """Every policy statement of a function, with `!If [cond, {...}, NoValue]` entries unwrapped."""
+def role_of(raw: dict, logical_id: str) -> dict:
+    return raw["Resources"][raw["Resources"][logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]]
+
+
+def statements(raw: dict, logical_id: str) -> list[dict]:
+    """Every statement of a function's role, `!If [cond, {...}, NoValue]` ones marked with their condition."""
     out = []
-    for policy in props.get("Policies", []):
-        if "Fn::If" in policy:
-            cond, when, _ = policy["Fn::If"]
-            for st in when["Statement"]:
-                out.append({**st, "_condition": cond})
-        else:
-            out.extend(policy["Statement"])
+    for policy in role_of(raw, logical_id)["Properties"]["Policies"]:
+        for st in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in st:
+                cond, when, otherwise = st["Fn::If"]
+                assert otherwise == {"Ref": "AWS::NoValue"}
+                out.append({**when, "_condition": cond})
+            else:
+                out.append(st)
     return out
 
 
@@ -102,6 +107,7 @@ def test_every_function_is_scheduled_with_an_input_naming_its_job(raw, logical_i
     assert re.fullmatch(r"(cron|rate)\(.+\)", raw["Parameters"][param]["Default"])
     assert sched["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
     assert sched["State"] == {"Fn::If": ["SchedulesOn", "ENABLED", "DISABLED"]}
+    assert sched["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{job}"}  # two stacks in one account never clash
     body = json.loads(sched["Input"])
     assert body == {"job": job, "options": {}, "trigger": "schedule"}
     # The handler's own parser accepts what the schedule sends.
@@ -141,8 +147,7 @@ def test_every_function_logs_to_its_own_group_with_retention(raw, logical_id):
 @pytest.mark.parametrize("logical_id", sorted(JOBS))
 def test_each_function_may_invoke_itself_and_no_other(raw, logical_id):
     job = JOBS[logical_id]
-    invokes = [s for s in statements(raw["Resources"][logical_id]["Properties"])
-               if "lambda:InvokeFunction" in str(s["Action"])]
+    invokes = [s for s in statements(raw, logical_id) if "lambda:InvokeFunction" in str(s["Action"])]
     assert len(invokes) == 1
     assert invokes[0]["Resource"] == {
         "Fn::Sub": f"arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:"
@@ -151,8 +156,7 @@ def test_each_function_may_invoke_itself_and_no_other(raw, logical_id):
 
 @pytest.mark.parametrize("logical_id", sorted(JOBS))
 def test_secrets_are_readable_only_when_configured_and_only_those(raw, logical_id):
-    reads = [s for s in statements(raw["Resources"][logical_id]["Properties"])
-             if "secretsmanager" in str(s["Action"])]
+    reads = [s for s in statements(raw, logical_id) if "secretsmanager" in str(s["Action"])]
     assert reads, "every function reads the database and webhook secrets"
     for st in reads:
         assert st["Action"] == "secretsmanager:GetSecretValue"
@@ -162,9 +166,28 @@ def test_secrets_are_readable_only_when_configured_and_only_those(raw, logical_i
     assert {s["Resource"]["Ref"] for s in reads} >= {"DatabaseSecretArn", "WebhookSecretArn"}
 
 
+@pytest.mark.parametrize("logical_id", sorted(JOBS))
+def test_each_function_has_its_own_role_writing_only_its_own_logs(raw, logical_id):
+    role = role_of(raw, logical_id)
+    assert role["Type"] == "AWS::IAM::Role"
+    assert sum(1 for fn in JOBS if role_of(raw, fn) is role) == 1
+    assert "Policies" not in raw["Resources"][logical_id]["Properties"]  # SAM would generate a second role
+    logs = [s for s in statements(raw, logical_id) if "logs:" in str(s["Action"])]
+    assert logs == [{"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                     "Resource": {"Fn::GetAtt": [f"{JOBS[logical_id].capitalize()}LogGroup", "Arn"]}}]
+
+
+@pytest.mark.parametrize("logical_id", sorted(JOBS))
+def test_vpc_network_permissions_are_granted_only_with_a_vpc(raw, logical_id):
+    managed = role_of(raw, logical_id)["Properties"]["ManagedPolicyArns"]
+    cond, when, otherwise = managed["Fn::If"]
+    assert cond == "HasVpc" and otherwise == {"Ref": "AWS::NoValue"}
+    assert when == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}]
+
+
 def test_no_policy_grants_wildcard_actions_or_resources(raw):
     for logical_id in JOBS:
-        for st in statements(raw["Resources"][logical_id]["Properties"]):
+        for st in statements(raw, logical_id):
             assert "*" not in str(st["Action"]), (logical_id, st)
             assert st["Resource"] != "*", (logical_id, st)
 
@@ -172,7 +195,7 @@ def test_no_policy_grants_wildcard_actions_or_resources(raw):
 def test_only_the_backup_function_touches_the_bucket(raw):
     for logical_id in JOBS:
         props = raw["Resources"][logical_id]["Properties"]
-        s3 = [s for s in statements(props) if "s3:" in str(s["Action"])]
+        s3 = [s for s in statements(raw, logical_id) if "s3:" in str(s["Action"])]
         env = props.get("Environment", {}).get("Variables", {})
         if logical_id == "BackupFunction":
             assert {str(s["Resource"]) for s in s3} == {

@@ -16,8 +16,11 @@ from pgkeeper.webhooks.secrets import ENV_SECRETS, SecretSource, parse_secrets
 from pgkeeper.webhooks.sign import job_body, new_secret, sign
 from pgkeeper.webhooks.verify import SignedRequest, Verifier
 
-NOW = int(time.time())  # the library checks the window against the real clock too
 OLD, NEW = new_secret(), new_secret()
+
+
+def now() -> int:
+    return int(time.time())  # the library checks the window against the real clock too
 
 
 @pytest.fixture()
@@ -42,8 +45,9 @@ def test_request_signed_by_the_standardwebhooks_library_is_accepted(verifier: Ve
     hook = Webhook(NEW)
     from datetime import UTC, datetime
 
-    headers = {"webhook-id": "msg_lib", "webhook-timestamp": str(NOW),
-               "webhook-signature": hook.sign("msg_lib", datetime.fromtimestamp(NOW, tz=UTC), body)}
+    stamp = now()
+    headers = {"webhook-id": "msg_lib", "webhook-timestamp": str(stamp),
+               "webhook-signature": hook.sign("msg_lib", datetime.fromtimestamp(stamp, tz=UTC), body)}
     verified = verifier.verify(post(body, headers))
     assert verified.webhook_id == "msg_lib" and verified.body == body and verified.scheme == "standard-webhooks"
 
@@ -51,32 +55,32 @@ def test_request_signed_by_the_standardwebhooks_library_is_accepted(verifier: Ve
 def test_old_and_new_secret_are_both_accepted_during_rotation(verifier: Verifier) -> None:
     body = job_body("refresh")
     for secret in (OLD, NEW):
-        assert verifier.verify(post(body, sign(secret, body=body, timestamp=NOW))).body == body
+        assert verifier.verify(post(body, sign(secret, body=body, timestamp=now()))).body == body
 
 
 def test_tampered_body_and_wrong_secret_are_bad_signatures(verifier: Verifier) -> None:
     body = job_body("refresh")
-    headers = sign(NEW, body=body, timestamp=NOW)
+    headers = sign(NEW, body=body, timestamp=now())
     assert refused(verifier, post(body.replace("{}", '{"dry_run":true}'), headers)).reason == "bad_signature"
-    other = sign(new_secret(), body=body, timestamp=NOW)
+    other = sign(new_secret(), body=body, timestamp=now())
     assert refused(verifier, post(body, other)).reason == "bad_signature"
 
 
 @pytest.mark.parametrize(("offset", "reason"), [(-330, "stale_timestamp"), (330, "future_timestamp")])
 def test_timestamps_outside_300_seconds_are_refused_either_way(verifier: Verifier, offset: int, reason: str) -> None:
     body = job_body("refresh")
-    assert refused(verifier, post(body, sign(NEW, body=body, timestamp=NOW + offset))).reason == reason
+    assert refused(verifier, post(body, sign(NEW, body=body, timestamp=now() + offset))).reason == reason
 
 
 @pytest.mark.parametrize("offset", [-270, 270])
 def test_timestamps_near_the_edge_of_the_window_are_accepted(verifier: Verifier, offset: int) -> None:
     body = job_body("refresh")
-    assert verifier.verify(post(body, sign(NEW, body=body, timestamp=NOW + offset)))
+    assert verifier.verify(post(body, sign(NEW, body=body, timestamp=now() + offset)))
 
 
 def test_missing_headers_are_named(verifier: Verifier) -> None:
     body = job_body("refresh")
-    headers = sign(NEW, body=body, timestamp=NOW)
+    headers = sign(NEW, body=body, timestamp=now())
     del headers["webhook-timestamp"]
     err = refused(verifier, post(body, headers))
     assert err.reason == "missing_signature" and "webhook-timestamp" in str(err)
@@ -94,21 +98,22 @@ def test_missing_headers_are_named(verifier: Verifier) -> None:
 def test_malformed_headers_get_a_reason_not_an_exception(verifier: Verifier, header: str, value: str,
                                                           reason: str) -> None:
     body = job_body("refresh")
-    headers = sign(NEW, body=body, timestamp=NOW)
+    headers = sign(NEW, body=body, timestamp=now())
     headers[header] = value
     assert refused(verifier, post(body, headers)).reason == reason
 
 
-def test_several_signatures_in_one_header_match_if_any_does(verifier: Verifier) -> None:
+def test_several_signatures_in_one_header_match_if_any_v1_does(verifier: Verifier) -> None:
     body = job_body("refresh")
-    good = sign(NEW, body=body, timestamp=NOW, webhook_id="msg_x")
-    bogus = sign(new_secret(), body=body, timestamp=NOW, webhook_id="msg_x")
-    good["webhook-signature"] = f"{bogus['webhook-signature']} {good['webhook-signature']}"
+    good = sign(NEW, body=body, timestamp=now(), webhook_id="msg_x")
+    bogus = sign(new_secret(), body=body, timestamp=now(), webhook_id="msg_x")
+    good["webhook-signature"] = f"v1a,c2lnbmF0dXJlIG9mIGEgbGF0ZXIgdmVyc2lvbg== {bogus['webhook-signature']} " \
+                                f"{good['webhook-signature']}"
     assert verifier.verify(post(body, good)).webhook_id == "msg_x"
 
 
 def test_signed_get_is_bound_to_its_path(verifier: Verifier) -> None:
-    headers = sign(NEW, method="GET", path="/runs/aaa", timestamp=NOW)
+    headers = sign(NEW, method="GET", path="/runs/aaa", timestamp=now())
     ok = SignedRequest("GET", "/runs/aaa", "", headers, b"")
     assert verifier.verify(ok)
     for method, path, query in (("GET", "/runs/bbb", ""), ("GET", "/health", ""), ("GET", "/runs/aaa", "x=1"),
@@ -120,7 +125,7 @@ def test_base64_body_is_decoded_before_verification(verifier: Verifier) -> None:
     body = job_body("refresh")
     event = {
         "requestContext": {"http": {"method": "POST", "path": "/"}}, "rawPath": "/",
-        "headers": sign(NEW, body=body, timestamp=NOW),
+        "headers": sign(NEW, body=body, timestamp=now()),
         "body": base64.b64encode(body.encode()).decode(), "isBase64Encoded": True,
     }
     assert verifier.verify(SignedRequest.from_url_event(event)).body == body
@@ -135,7 +140,7 @@ def test_no_secret_configured_refuses_everything(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("PGKEEPER_WEBHOOK_SECRET_ARN", raising=False)
     body = job_body("refresh")
     v = Verifier(SecretSource())
-    assert refused(v, post(body, sign(NEW, body=body, timestamp=NOW))).reason == "signing_not_configured"
+    assert refused(v, post(body, sign(NEW, body=body, timestamp=now()))).reason == "signing_not_configured"
 
 
 def test_bearer_mode_is_off_by_default_and_constant_time_when_on(verifier: Verifier) -> None:

@@ -27,13 +27,13 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from . import runner, runs
 from .config import get_plan
 from .db import Database
-from .errors import ConfigError, DatabaseUnavailableError, EventError, NotFoundError, PgkeeperError, ReplayError
+from .errors import DatabaseUnavailableError, EventError, NotFoundError, PgkeeperError, ReplayError
 from .jobs import JobSpec
 from .log import logger
 from .plan import Plan
 from .plan.signing import SigningPlan
 from .triggers import JobRequest
-from .webhooks.dispatch import get_invoker, self_function_name
+from .webhooks.dispatch import get_invoker, self_function_name, set_invoker
 from .webhooks.errors import DispatchError, MethodNotAllowedError, error_response, status_and_body
 from .webhooks.replay import PostgresReplayStore, RedisReplayStore, ReplayStore, ttl_for
 from .webhooks.secrets import SecretSource
@@ -83,8 +83,9 @@ def run_job() -> Response:
     spec: JobSpec = app.context["spec"]
     verified: Verified = app.context["verified"]
     options, run_async = parse_job_body(verified.body, spec)
+    # The webhook-id names the request in the run history (bearer requests have none: Lambda's id).
     request_id = verified.webhook_id or getattr(app.context["lambda_context"], "aws_request_id", None)
-    if spec.long_running if run_async is None else run_async:
+    if spec.long_running if run_async is None else run_async:  # the caller's "async" wins either way
         return _start_async(spec, options, request_id)
     request = JobRequest(job=spec.name, options=options, trigger="url", request_id=request_id)
     result = runner.execute(spec, request, app.context["lambda_context"])
@@ -248,19 +249,22 @@ def _session(plan: Plan, spec: JobSpec) -> UrlSession:
 
 
 def _replay_store(plan: Plan, spec: JobSpec) -> ReplayStore:
-    signing = plan.signing
-    if signing.replay_store == "redis":
-        url = os.environ.get(signing.redis_url_env, "").strip()
-        if not url:
-            raise ConfigError(f"signing.replay_store is redis: set {signing.redis_url_env} to a redis:// URL")
-        key = ("redis", url, "")
-    else:
-        session = _session(plan, spec)
-        key = ("postgres", session.db.conninfo, spec.name)
+    if plan.signing.replay_store == "redis":
+        from .cache.connect import open_client, resolve_target
+
+        target = resolve_target(plan.cache)  # ConfigError naming what to set when there is no cache
+        key = ("redis", target.url, "")
+        with _cache_lock:
+            store = _stores.get(key)
+            if store is None:
+                store = _stores[key] = RedisReplayStore(open_client(plan.cache, target))
+        return store
+    session = _session(plan, spec)
+    key = ("postgres", session.db.conninfo, spec.name)
     with _cache_lock:
         store = _stores.get(key)
         if store is None:
-            store = _stores[key] = RedisReplayStore(url) if key[0] == "redis" else PostgresReplayStore(session)
+            store = _stores[key] = PostgresReplayStore(session)
     return store
 
 
@@ -282,10 +286,14 @@ def _log(event: Any, verified: Verified | None, response: dict, started: float) 
 
 
 def reset() -> None:
-    """Forget cached sessions, stores and verifiers (tests; `pgkeeper serve` on shutdown)."""
+    """Forget cached sessions, stores, verifiers and the Lambda client (tests)."""
+    set_invoker(None)
     with _cache_lock:
         for session in _sessions.values():
             session.close()
+        for store in _stores.values():
+            if isinstance(store, RedisReplayStore):
+                store.client.close()
         _sessions.clear()
         _stores.clear()
         _verifiers.clear()

@@ -9,6 +9,7 @@ the end of the archive, so its transaction never commits and nothing is restored
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ import zstandard
 from psycopg.conninfo import conninfo_to_dict
 
 from .errors import BackupError, ChecksumMismatchError
-from .pgtools import Tool, child_env, libpq_target
+from .pgtools import Tool, child_env, find, libpq_target
 from .pipeline import StderrTail
 
 READ_SIZE = 1024 * 1024
@@ -48,11 +49,11 @@ class Sink:
     the table of contents, which is success, not a broken pipe."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], *, may_stop_early: bool = False,
-                 capture_stdout: bool = False) -> None:
+                 capture_stdout: bool = False, stdout_pipe: bool = False) -> None:
         self.name = name
         self.may_stop_early = may_stop_early
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if capture_stdout or stdout_pipe else subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)
         self.stderr = StderrTail(self.proc.stderr)
         self.stdout_lines: list[str] = []
@@ -72,7 +73,7 @@ class Sink:
             return
         try:
             self.proc.stdin.write(data)
-        except BrokenPipeError:
+        except (BrokenPipeError, ValueError):  # ValueError: stdin already closed by kill()
             self.open = False
             if not self.may_stop_early:
                 raise BackupError(f"{self.name} stopped reading: {self._failure()}") from None
@@ -179,14 +180,107 @@ def list_sink(tool: Tool) -> Sink:
                 capture_stdout=True)
 
 
-def restore_sink(tool: Tool, conninfo: str, *, with_owners: bool = False, purpose: str = "restore") -> Sink:
-    """pg_restore into `conninfo`, all or nothing (--single-transaction --exit-on-error)."""
-    target, env = libpq_target(conninfo, f"pgkeeper/{purpose}")
-    argv = [tool.path, "--dbname", target, "--single-transaction", "--exit-on-error"]
+def restore_sink(tool: Tool, conninfo: str, *, server_version_num: int, with_owners: bool = False,
+                 purpose: str = "restore") -> Sink | ScriptSink:
+    """pg_restore into `conninfo`, all or nothing (one transaction; the first error stops it).
+
+    pg_restore 17+ starts every session with `SET transaction_timeout = 0`, which servers before 17
+    reject, and --single-transaction makes that first error fatal. For such a pair pg_restore writes
+    the SQL script instead, the one header line is dropped and psql runs the script.
+    """
+    argv = [tool.path, "--single-transaction"]
     if not with_owners:
         # Another environment rarely has the same roles; owners and grants would fail the restore.
         argv += ["--no-owner", "--no-privileges"]
-    return Sink("pg_restore", argv, child_env(tool, env))
+    target, env = libpq_target(conninfo, f"pgkeeper/{purpose}")
+    if tool.major >= 17 and server_version_num < 170000:
+        psql = find("psql")
+        script = Sink("pg_restore", [*argv, "--file", "-"], child_env(tool, {}), capture_stdout=False,
+                      stdout_pipe=True)
+        runner = Sink("psql", [psql.path, "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1", "--dbname", target],
+                      child_env(psql, env))
+        return ScriptSink(script, runner)
+    return Sink("pg_restore", [*argv, "--exit-on-error", "--dbname", target], child_env(tool, env))
+
+
+# The script's preamble: comments, psql meta-commands (\restrict), BEGIN and the session settings.
+_HEADER_LINE = re.compile(rb"^(--.*|\\.*|BEGIN;|SET .*|SELECT pg_catalog\.set_config\(.*|)\n$")
+_DROP = b"SET transaction_timeout = 0;\n"
+
+
+class ScriptSink:
+    """pg_restore --file - | (without its transaction_timeout line) | psql, as one sink.
+
+    The script is wrapped in BEGIN/COMMIT by pg_restore itself (--single-transaction), so psql
+    commits only when pg_restore wrote the whole script; a psql that is killed, or reaches EOF
+    early, leaves the transaction open and the server rolls it back.
+    """
+
+    def __init__(self, script: Sink, runner: Sink) -> None:
+        self.name = "pg_restore | psql"
+        self.may_stop_early = False
+        self.script = script
+        self.runner = runner
+        self.stdout_lines: list[str] = []
+        self.error: BaseException | None = None
+        self._pump = threading.Thread(target=self._pump_script, daemon=True)
+        self._pump.start()
+
+    @property
+    def open(self) -> bool:
+        return self.script.open
+
+    def _pump_script(self) -> None:
+        src = self.script.proc.stdout
+        dst = self.runner.proc.stdin
+        try:
+            in_header = True
+            while in_header:
+                line = src.readline()
+                if not line:
+                    break
+                if _HEADER_LINE.match(line):
+                    if line != _DROP:
+                        dst.write(line)
+                    continue
+                dst.write(line)
+                in_header = False
+            while chunk := src.read(READ_SIZE):
+                dst.write(chunk)
+            dst.close()
+        except BrokenPipeError as exc:
+            # psql stopped (ON_ERROR_STOP): stop pg_restore too, the failure is psql's to tell.
+            self.error = exc
+            self.script.kill()
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.script.write(data)
+        except BackupError:
+            if self.error is not None or self.runner.proc.poll() not in (None, 0):
+                raise BackupError(f"psql failed: {self.runner._failure()}") from None
+            raise
+
+    def finish(self) -> None:
+        try:
+            self.script.finish()
+        except BackupError:
+            if self.error is not None:
+                raise BackupError(f"psql failed: {self.runner._failure()}") from None
+            raise
+        self._pump.join()
+        if self.error is not None:
+            raise BackupError(f"psql failed: {self.runner._failure()}")
+        self.runner.open = False
+        rc = self.runner.proc.wait()
+        if rc != 0:
+            raise BackupError(f"psql failed: {self.runner._failure()}")
+
+    def kill(self) -> None:
+        # psql first: with its connection gone the open transaction is rolled back, whatever
+        # pg_restore had written so far.
+        self.runner.kill()
+        self.script.kill()
 
 
 def table_data_entries(toc_lines: list[str]) -> list[str]:
@@ -235,8 +329,10 @@ def restore_backup(
     from . import manifest as mf
     from .snapshot import count_tables
 
+    with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+        version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
     body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
-    sink = restore_sink(tool, target, with_owners=with_owners)
+    sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners)
     stats = stream_archive(body, [sink], expected_sha256=manifest["sha256"], hold_back=True,
                            on_progress=on_progress)
     with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:

@@ -51,7 +51,8 @@ def verify_backup(
             params = conninfo_to_dict(server_conninfo)
             params["dbname"] = scratch
             scratch_url = make_conninfo(**params)
-            sinks.append(restore_sink(pg_restore, scratch_url, purpose="backup/verify"))
+            version_num = int(admin.execute("SHOW server_version_num").fetchone()[0])
+            sinks.append(restore_sink(pg_restore, scratch_url, server_version_num=version_num, purpose="backup/verify"))
         try:
             stats = stream_archive(body, sinks, expected_sha256=manifest["sha256"], hold_back=mode == "restore")
         except ChecksumMismatchError:

@@ -45,6 +45,9 @@ class UpstashClient:
             raise CacheUnavailableError(self._describe(exc)) from exc
         except UpstashError as exc:  # Redis' own error text, or "Unauthorized" for a wrong token
             raise CacheCommandError(self._describe(exc)) from exc
+        except UnicodeDecodeError as exc:  # upstash-redis decodes every key as UTF-8
+            raise CacheCommandError("a key that is not UTF-8 cannot be named through upstash-redis: "
+                                    + self._describe(exc)) from exc
         except ValueError as exc:  # the body was not JSON: a proxy or something else answered
             raise CacheUnavailableError("the REST endpoint did not answer like Upstash: " + self._describe(exc)) \
                 from exc

@@ -8,7 +8,7 @@ from importlib import import_module
 
 from ..errors import PgkeeperError, PlanError
 
-COMMANDS = ["invoke", "plan", "backups", "restore", "serve", "sign", "trigger"]
+COMMANDS = ["invoke", "plan", "backups", "restore", "serve", "sign", "trigger", "health"]
 
 
 def build_parser() -> argparse.ArgumentParser:

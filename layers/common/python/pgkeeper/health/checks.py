@@ -414,8 +414,9 @@ def _invalid(idx: list[dict[str, Any]]) -> Check:
             sev, msg = "warning", "left by an interrupted REINDEX CONCURRENTLY: DROP INDEX CONCURRENTLY it"
         else:
             sev = "warning"
-            msg = ("invalid (a failed CREATE INDEX CONCURRENTLY): queries cannot use it, writes still maintain it"
-                   + ("; it does not enforce uniqueness" if r["indisunique"] else "")
+            msg = ("invalid (a failed CREATE INDEX CONCURRENTLY): queries cannot use it"
+                   + (", yet every write still maintains it" if r["indisready"] else "")
+                   + ("; rows already in the table may break its uniqueness" if r["indisunique"] else "")
                    + "; rebuild with REINDEX INDEX CONCURRENTLY (vacuum.reindex_invalid) or drop it")
         items.append(item(sev, name, msg, table=display(r["nspname"], r["table_name"]), unique=r["indisunique"],
                           size_bytes=r["size_bytes"]))
@@ -433,10 +434,15 @@ def foreign_keys(ctx: Ctx) -> Check:
             f"foreign key {r['conname']} to {display(r['ref_schema'], r['ref_table'])} has no index starting with "
             "its columns: every delete or key update there scans and locks this table",
             table=table, constraint=r["conname"], columns=r["columns"],
-            references=display(r["ref_schema"], r["ref_table"]),
+            references=display(r["ref_schema"], r["ref_table"]), rows_estimate=max(int(r["reltuples"]), 0),
         ))
-    return Check("unindexed_foreign_keys", "Foreign keys without an index",
-                 f"{len(items)} foreign key(s) without a supporting index" if items else "none", items,
+    # Biggest referencing tables first: that is where a delete on the referenced side hurts most.
+    items.sort(key=lambda i: (SEVERITIES.index(i["severity"]), i["rows_estimate"]), reverse=True)
+    limit = ctx.top * 5
+    summary = f"{len(items)} foreign key(s) without a supporting index" if items else "none"
+    if len(items) > limit:
+        summary += f"; the {limit} on the largest tables listed"
+    return Check("unindexed_foreign_keys", "Foreign keys without an index", summary, items[:limit],
                  metrics={"UnindexedForeignKeys": (len(items), "Count")})
 
 

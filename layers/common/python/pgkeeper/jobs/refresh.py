@@ -32,7 +32,7 @@ from ..plan.base import SqlName
 from ..refresh.catalog import Catalog, Relation, concurrent_keys, key_has_nulls, relkind, schema_exists
 from ..refresh.definitions import Definition, DefinitionError, load_definition
 from ..refresh.drift import ScratchUnavailable, compare, try_definition
-from ..refresh.repair import RepairStepError, plan_repair, repair
+from ..refresh.repair import RepairPlan, RepairStepError, plan_repair, repair
 from ..refresh.session import DeadlineReached, Session
 from . import JobContext, JobSpec, Options
 
@@ -153,7 +153,7 @@ class _Refresh:
                 break
         for t in order:
             self.results.setdefault(t.key, ViewReport(name=t.display))
-        return self._report(order, stopped)
+        return self._report(stopped)
 
     def _targets(self) -> list[Target]:
         views = self.plan.refresh.views
@@ -161,7 +161,7 @@ class _Refresh:
             every = [self._target(spec) for spec in views]
         else:
             every = [Target(r.schema, r.name, ViewSpec(name=r.display))
-                     for r in self.catalog.matviews_in(self.plan.refresh.schemas)]
+                     for r in self.catalog.matviews_in(self.plan.refresh.schema_names)]
         for t in every:
             self.specs[t.key] = t.spec
             if t.definition is not None:
@@ -172,7 +172,7 @@ class _Refresh:
         known = {t.key for t in every}
         unknown = [v for v, key in zip(self.opts.views, wanted, strict=True) if key not in known]
         if unknown:
-            where = "the plan's refresh.views" if views else f"schemas {', '.join(self.plan.refresh.schemas)}"
+            where = "the plan's refresh.views" if views else f"schemas {', '.join(self.plan.refresh.schema_names)}"
             raise EventError(f"options.views names views that are not in {where}: {', '.join(unknown)} "
                              f"(known: {', '.join(t.display for t in every) or 'none'})", reason="unknown_views")
         return [t for t in every if t.key in set(wanted)]
@@ -307,18 +307,27 @@ class _Refresh:
         return "plain", None
 
     def _nulls_in_key(self, rel: Relation, key: Any) -> bool:
+        """Only for a warning: if the question cannot be answered (a lock, a timeout) the refresh
+        itself goes ahead and reports whatever stops it."""
         try:
             with self.session.transaction() as conn:
                 return key_has_nulls(conn, rel, key)
-        except psycopg.errors.QueryCanceled:
-            return False  # only a warning: never let it cost the refresh itself
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+            return False
 
     def _count(self, rel: Relation) -> int | None:
+        """Rows after the refresh, counted after its commit (a plain refresh's lock is gone by then)."""
         try:
             with self.session.transaction() as conn:
                 row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(rel.ident)).fetchone()
                 return int(row[0]) if row else None
-        except (DeadlineReached, psycopg.errors.QueryCanceled):
+        except DeadlineReached:
+            return None
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
             return None
 
     def _repair(self, t: Target, reason: str, first_error: str | None = None) -> None:
@@ -342,13 +351,11 @@ class _Refresh:
         try:
             result = repair(self.session, plan)
         except RepairStepError as exc:
-            outcome, message = self._classify(exc.cause, t.display, f"repair ({exc.step})")
-            if first_error:
-                message = f"refresh failed ({first_error}); repair from its definition file failed too: {message}"
-            report.mode, report.outcome, report.error = "repaired", outcome, message
-            if outcome == "failed":
-                report.error = f"{message}; the old view is unchanged"
-            return None
+            return self._repair_failed(report, exc.cause, f"repair ({exc.step})", first_error, plan)
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+            return self._repair_failed(report, exc, "repair", first_error, plan)
         for i, m in enumerate(plan.members):
             self.results[m.key] = ViewReport(
                 name=m.display, mode="repaired", outcome="repaired", rows=result.rows.get(m.key),
@@ -359,6 +366,16 @@ class _Refresh:
         logger.info("repaired", extra={"view": t.display, "with": others, "because": reason})
         self.catalog = Catalog.load(self.session.conn)
         return None
+
+    def _repair_failed(self, report: ViewReport, exc: psycopg.Error, doing: str, first_error: str | None,
+                       plan: RepairPlan) -> None:
+        """The repair's transaction rolled back: nothing was dropped or created."""
+        outcome, message = self._classify(exc, report.name, doing)
+        if first_error:
+            message = f"refresh failed ({first_error}); repair from its definition file failed too: {message}"
+        if outcome == "failed":
+            message += "; the old view is unchanged" if plan.members[0].old else "; nothing was created"
+        report.mode, report.outcome, report.error = "repaired", outcome, message
 
     # -- outcomes --------------------------------------------------------------------------------
 
@@ -377,7 +394,7 @@ class _Refresh:
                               f"database.statement_timeout_s) reached during {doing}")
         return "failed", f"{doing} failed: {_pg_message(exc)}"
 
-    def _report(self, order: list[Target], stopped: bool) -> dict[str, Any]:
+    def _report(self, stopped: bool) -> dict[str, Any]:
         # Processing order: views rebuilt together with another one follow it; views not reached last.
         reports = list(self.results.values())
         failed = [r for r in reports if r.outcome == "failed"]
@@ -385,8 +402,8 @@ class _Refresh:
         errors = [f"{r.name}: {r.error}" for r in failed]
         cache_report = None
         if not self.opts.dry_run:
-            done = [self.specs.get(qualify(r.name)) or ViewSpec(name=r.name)
-                    for r in reports if r.outcome in ("refreshed", "repaired")]
+            done = [self.specs.get(key) or ViewSpec(name=r.name)
+                    for key, r in self.results.items() if r.outcome in ("refreshed", "repaired")]
             if done:
                 cache_report = self._invalidate(done)
             self._metrics(reports)
@@ -445,7 +462,7 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     """The refresh section against a live database: schemas exist, each view exists or can be created,
     and every definition file applies (tried in a transaction that is rolled back)."""
     problems: list[str] = []
-    for i, schema in enumerate(plan.refresh.schemas):
+    for i, schema in enumerate(plan.refresh.schema_names):
         if not plan.refresh.views and not schema_exists(conn, schema):
             problems.append(f"refresh.schemas[{i}]: schema {schema!r} does not exist")
     for i, spec in enumerate(plan.refresh.views):

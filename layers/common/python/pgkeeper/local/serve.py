@@ -79,6 +79,11 @@ def url_event(method: str, path: str, query: str, headers: dict[str, str], body:
     now = datetime.now(tz=UTC)
     content_type = lowered.get("content-type", "")
     is_text = not body or bool(_TEXT_TYPES.match(content_type))
+    if is_text and body:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            is_text = False  # bytes that are not text travel base64-encoded whatever the header says
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
@@ -170,7 +175,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         raw_path, _, query = self.path.partition("?")
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             return self._send(411, {"error": "length_required", "message": "send a Content-Length"})
-        length = int(self.headers.get("content-length") or 0)
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            return self._send(400, {"error": "bad_request", "message": "Content-Length is not a number"})
         if length > MAX_BODY:
             return self._send(413, {"error": "payload_too_large", "message": f"body over {MAX_BODY} bytes"})
         body = self.rfile.read(length) if length else b""
@@ -207,7 +215,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             return self._send(202, None)
         try:
             result = fn.handler(payload, fn.context())
-        except PgkeeperError as exc:
+        except Exception as exc:  # Lambda's runtime boundary: the error becomes the invoke's answer
+            traceback.print_exc(file=sys.stderr)
             return self._send(200, {"errorMessage": str(exc), "errorType": type(exc).__name__},
                               {"x-amz-function-error": "Unhandled"})
         self._send(200, result)

@@ -37,7 +37,7 @@ class BackupPlan(Model):
     prefix: str = Field("pgkeeper/", description="key prefix; backups go under <prefix><database>/")
     compression_level: int = Field(3, ge=1, le=19, description="zstd level: 3 is fast; 19 is small and slow")
     compression_threads: int = Field(-1, ge=-1, le=64, description="zstd worker threads; -1: one per CPU")
-    part_size_mib: int = Field(16, ge=5, le=512, description="S3 multipart part size (doubles every 1000 parts)")
+    part_size_mib: int = Field(8, ge=5, le=512, description="S3 multipart part size (doubles every 1000 parts)")
     upload_concurrency: int = Field(4, ge=1, le=16, description="parts uploaded at once")
     verify: Literal["list", "restore"] = Field(
         "list",

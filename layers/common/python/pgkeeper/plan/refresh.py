@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from .base import ColumnName, Model, SqlName, plan_file, split_name
+from .base import ColumnName, Model, SqlName, column_ident, plan_file, split_name
 from .cache import CacheInvalidation
 
 
@@ -48,6 +48,11 @@ class RefreshPlan(Model):
         description="with no `views`, every materialized view in these schemas is refreshed",
     )
     views: list[ViewSpec] = Field(default_factory=list)
+
+    @property
+    def schema_names(self) -> list[str]:
+        """`schemas` as Postgres names them (`"Reports"` -> Reports, `Public` -> public)."""
+        return [column_ident(s) for s in self.schemas]
 
     @field_validator("views")
     @classmethod

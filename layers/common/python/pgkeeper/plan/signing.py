@@ -23,9 +23,10 @@ class SigningPlan(Model):
         description="also accept `Authorization: Bearer <secret>` (weaker: no replay protection, no body binding)",
     )
     replay_store: Literal["postgres", "redis"] = Field(
-        "postgres", description="where accepted webhook-ids are remembered across Lambda instances",
+        "postgres",
+        description="where accepted webhook-ids are remembered across Lambda instances; redis: the Redis "
+        "the `cache:` section names (Upstash REST or redis://)",
     )
-    redis_url_env: str = Field("REDIS_URL", description="env var with the redis:// or rediss:// URL (redis store)")
     secret_cache_s: int = Field(
         300, ge=0, le=3600, description="how long a secret read from Secrets Manager is reused before a re-read",
     )

@@ -115,7 +115,8 @@ def repair(session: Session, plan: RepairPlan) -> RepairResult:
             else:
                 staged.add(m.key)
 
-        props = {m.key: _properties(conn, m.old.oid) for m in members if m.old}
+        with _step("read the old views' privileges"):
+            props = {m.key: _properties(conn, m.old.oid) for m in members if m.old}
         for m in reversed(members):
             if m.old:
                 session.bound()

@@ -7,6 +7,17 @@ A table is selected for what it needs, the cheapest statement that meets it:
 - `vacuum`: enough dead tuples, by count and by ratio -> `VACUUM (ANALYZE, ...)`;
 - `analyze`: statistics stale after many changes (n_mod_since_analyze) -> `ANALYZE`.
 
+Why FREEZE for old tables rather than a plain VACUUM: below vacuum_freeze_table_age (150M) a plain
+VACUUM is not aggressive and skips all-visible pages, so relfrozenxid may not move at all; even an
+aggressive one (vacuum_freeze_table_age = 0) only freezes tuples older than vacuum_freeze_min_age
+(50M), so a table with a low per-table autovacuum_freeze_max_age never gets younger (a manual VACUUM
+ignores the autovacuum_* reloptions). VACUUM (FREEZE) is aggressive with both ages at 0: relfrozenxid
+jumps to the current horizon (full headroom), its pages are marked all-frozen in the visibility map,
+and the anti-wraparound autovacuum that follows months later finds little to do. The price, writes
+for young rows that may change again, is paid once, in the quiet window the schedule chose, and only
+by tables already past `freeze_age_fraction` (flexible-freeze makes the same choice). Tables
+selected only for dead tuples get a plain VACUUM.
+
 Urgency puts every need on one scale, "how far along the way to trouble": the fraction of the way to
 a forced anti-wraparound autovacuum, the fraction of the table that is dead, and half the changed
 fraction for stale statistics (a poor plan hurts, but autovacuum's own analyze soon fixes it).

@@ -7,8 +7,9 @@ Two stores behind one small Protocol (`signing.replay_store` in the plan):
   function of the deployment, adds no service, no IAM and no cost, and its one round trip goes to
   a database the request needs anyway. When that database is down the request fails closed
   (503): a job that cannot be recorded must not run.
-- `redis`: `SET key 1 NX EX ttl` for deployments that already run Redis (Upstash) and want the
-  check to stay off the database; also fails closed.
+- `redis`: `SET key 1 NX EX ttl` on the Redis of the plan's `cache:` section (Upstash REST or
+  redis://), for deployments that already run one and want the check off the database; also
+  fails closed.
 
 Entries live for `2 * tolerance + 60` seconds: a request stamped `tolerance` seconds in the
 future stays verifiable until `2 * tolerance` after it was first accepted.
@@ -21,7 +22,8 @@ from typing import Protocol
 
 import psycopg
 
-from ..errors import ConfigError, DatabaseUnavailableError
+from ..cache.client import CacheClient, CacheError
+from ..errors import DatabaseUnavailableError
 from .errors import ReplayStoreUnavailableError
 from .session import UrlSession
 
@@ -76,16 +78,15 @@ class PostgresReplayStore:
 
 
 class RedisReplayStore:
-    def __init__(self, url: str) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise ConfigError("signing.replay_store is redis but the redis package is not installed") from None
-        self._redis_error = redis.RedisError
-        self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    """`SET key 1 NX EX ttl` through the cache's client: the Redis the plan's `cache:` section names
+    (Upstash REST or redis://, from its secret or env), so there is one Redis setting, not two."""
+
+    def __init__(self, client: CacheClient) -> None:
+        self.client = client
 
     def accept(self, webhook_id: str, ttl_s: int) -> bool:
         try:
-            return bool(self.client.set(REDIS_PREFIX + webhook_id, b"1", nx=True, ex=ttl_s))
-        except self._redis_error as exc:
-            raise ReplayStoreUnavailableError(f"replay store (redis) unavailable: {type(exc).__name__}") from exc
+            reply = self.client.pipeline([["SET", REDIS_PREFIX + webhook_id, "1", "NX", "EX", ttl_s]])[0]
+        except CacheError as exc:
+            raise ReplayStoreUnavailableError(f"replay store (redis) unavailable: {exc.reason}: {exc}") from exc
+        return bool(reply)  # "OK" (or True) when set; nil when the id was already there

@@ -1,0 +1,203 @@
+"""One table walked batch by batch: each batch one short autocommit DELETE (or count, for a dry run).
+
+- The full condition is in every DELETE, so under READ COMMITTED a row changed by the app while we
+  wait for it is re-checked (EvalPlanQual) against its new version: an expiry extended concurrently
+  makes the row stop matching, and it is not deleted.
+- A row the app holds makes the plain DELETE wait at most `lock_timeout`; the same range is then
+  retried as `ctid = ANY(ARRAY(SELECT ctid ... FOR UPDATE SKIP LOCKED))`, which deletes everything
+  else and skips locked rows. Locking before deleting writes every row twice, so this variant is
+  only the retry, never the default.
+- `statement_timeout` is the hard cap of a transaction: a batch that would run longer (the table
+  got denser, the machine slower) is cancelled, which costs nothing but the time, and retried smaller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from ..budget import Budget
+from ..log import logger
+from .predicate import Predicate
+from .resolve import Heap
+from .sizing import Sizer
+from .walkers import Range
+
+MAX_LOCK_FAILURES = 12
+"""Consecutive lock timeouts after which the table is left for the next run, whatever holds the locks."""
+MAX_CANCELS = 12
+
+
+class Walk(Protocol):
+    unit: str
+    initial: int
+    maximum: int
+
+    def next_range(self, conn: psycopg.Connection, size: int) -> Range | None: ...
+    def advance(self, rng: Range) -> None: ...
+    def unprocessed(self) -> tuple[sql.Composable, tuple[Any, ...]]: ...
+    def progress(self) -> dict[str, int]: ...
+
+
+class BatchError(Exception):
+    """A batch cannot be made to fit the transaction cap."""
+
+
+@dataclass
+class Totals:
+    rows: int = 0
+    transactions: int = 0
+    aborted: int = 0
+    longest_ms: float = 0.0
+    skipped_locked: int = 0
+    lock_retries: int = 0
+    cancelled: int = 0
+
+    def txn(self, ms: float, *, ok: bool) -> None:
+        self.transactions += ok
+        self.aborted += not ok
+        self.longest_ms = max(self.longest_ms, ms)
+
+
+@dataclass
+class Settings:
+    target_ms: int
+    cap_ms: int
+    budget: Budget
+    dry_run: bool = False
+    limit_rows: int | None = None
+    """Stop once more rows than this are gone (the safety rail's second line)."""
+
+    @property
+    def need_s(self) -> float:
+        """Time a batch needs left in the budget before it may start: it may run up to the cap."""
+        return self.cap_ms / 1000 + 0.1
+
+
+def delete_statement(heap: Heap, rng: Range, pred: Predicate, *, skip_locked: bool) -> tuple[sql.Composed, tuple]:
+    if not skip_locked:
+        query = sql.SQL("DELETE FROM ONLY {rel} WHERE {range} AND {cond}").format(
+            rel=heap.ident, range=rng.where, cond=pred.sql)
+        return query, (*rng.params, *pred.params)
+    query = sql.SQL(
+        "DELETE FROM ONLY {rel} WHERE ctid = ANY(ARRAY("
+        "SELECT ctid FROM ONLY {rel} WHERE {range} AND {cond} FOR UPDATE SKIP LOCKED)) AND {cond}"
+    ).format(rel=heap.ident, range=rng.where, cond=pred.sql)
+    return query, (*rng.params, *pred.params, *pred.params)
+
+
+def count_statement(heap: Heap, rng: Range | None, pred: Predicate) -> tuple[sql.Composed, tuple]:
+    where, params = (rng.where, rng.params) if rng else (sql.SQL("true"), ())
+    query = sql.SQL("SELECT count(*) FROM ONLY {rel} WHERE {range} AND {cond}").format(
+        rel=heap.ident, range=where, cond=pred.sql)
+    return query, (*params, *pred.params)
+
+
+def uses_tid_range(conn: psycopg.Connection, query: sql.Composed, params: tuple) -> bool:
+    """Whether the planner scans the range with a TID Range Scan (not an index over the whole table)."""
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()[0]
+
+    def nodes(node: dict) -> Any:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    return any(n.get("Node Type") == "Tid Range Scan" for n in nodes(plan[0]["Plan"]))
+
+
+def walk(conn: psycopg.Connection, heap: Heap, walker: Walk, pred: Predicate, settings: Settings,
+         totals: Totals) -> str:
+    """Delete (or count) every matching row of `heap`; returns why it stopped: done | budget | blocked | limit."""
+    sizer = Sizer(settings.target_ms, walker.initial, walker.maximum)
+    skip_locked = False
+    lock_failures = cancels = 0
+    verified = 0 if walker.unit == "blocks" else walker.maximum
+    while True:
+        if settings.budget.exhausted(settings.need_s):
+            return "budget"
+        rng: Range | None = None
+        started = time.perf_counter()
+        try:
+            # Everything that touches the table is in here: a migration's ACCESS EXCLUSIVE lock
+            # blocks even reading its size or planning the DELETE.
+            rng = walker.next_range(conn, sizer.size)
+            if rng is None:
+                return "done"
+            if settings.dry_run:
+                query, params = count_statement(heap, rng, pred)
+            else:
+                query, params = delete_statement(heap, rng, pred, skip_locked=skip_locked)
+            if rng.size > verified:
+                # A range wide enough may tempt the planner into an index scan over the whole expiry
+                # index (re-reading it every batch): check each new width once, stay below one that does.
+                if uses_tid_range(conn, query, params):
+                    verified = rng.size
+                elif verified:
+                    sizer.maximum = sizer.size = verified
+                    continue
+                else:
+                    logger.warning("no TID Range Scan for the first batch; walking anyway",
+                                   extra={"table": heap.display})
+                    verified = walker.maximum
+            started = time.perf_counter()
+            cur = conn.execute(query, params)
+            rows = cur.fetchone()[0] if settings.dry_run else cur.rowcount
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+            totals.txn((time.perf_counter() - started) * 1000, ok=False)
+            totals.lock_retries += 1
+            lock_failures += 1
+            if lock_failures >= MAX_LOCK_FAILURES or _table_locked(conn, heap):
+                return "blocked"
+            if rng is None:
+                continue
+            if skip_locked and not sizer.cancelled(rng.size):
+                # Even the smallest range cannot be locked around (a cascade into rows the app
+                # holds): leave it for the next run and go on.
+                totals.skipped_locked += _still_matching(conn, heap, rng, pred)
+                walker.advance(rng)
+                skip_locked = False
+            else:
+                skip_locked = True
+            continue
+        except psycopg.errors.QueryCanceled:
+            totals.txn((time.perf_counter() - started) * 1000, ok=False)
+            totals.cancelled += 1
+            cancels += 1
+            size = rng.size if rng is not None else sizer.size
+            if cancels > MAX_CANCELS or not sizer.cancelled(size):
+                raise BatchError(
+                    f"a batch of {size} {walker.unit} of {heap.display} still takes longer than "
+                    f"max_transaction_ms ({settings.cap_ms} ms); triggers or cascades on delete may be slow"
+                ) from None
+            continue
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        totals.txn(elapsed_ms, ok=True)
+        totals.rows += max(0, rows)
+        lock_failures = cancels = 0
+        if skip_locked:
+            totals.skipped_locked += _still_matching(conn, heap, rng, pred)
+            skip_locked = False
+        walker.advance(rng)
+        sizer.record(rng.size, elapsed_ms, rows)
+        if settings.limit_rows is not None and totals.rows > settings.limit_rows:
+            return "limit"
+
+
+def _table_locked(conn: psycopg.Connection, heap: Heap) -> bool:
+    """Whether the table itself is locked against deletes (a migration), rather than some rows."""
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("LOCK TABLE ONLY {} IN ROW EXCLUSIVE MODE NOWAIT").format(heap.ident))
+    except psycopg.errors.LockNotAvailable:
+        return True
+    return False
+
+
+def _still_matching(conn: psycopg.Connection, heap: Heap, rng: Range, pred: Predicate) -> int:
+    """Rows of a finished range that still match: the ones the app held locked."""
+    query, params = count_statement(heap, rng, pred)
+    return int(conn.execute(query, params).fetchone()[0])

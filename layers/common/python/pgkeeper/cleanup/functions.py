@@ -1,0 +1,100 @@
+"""A DB-side cleanup function (the seeds' `cleanup_all_expired_tokens()`): called, its counts reported.
+
+The function decides its own rows and runs as one statement in one transaction: pgkeeper cannot
+batch it, only bound it (statement_timeout, lock_timeout, the Lambda deadline) and report what it
+returned. A dry run calls it in a transaction that is rolled back, so the counts are real and
+nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..idents import display
+from ..plan.base import column_ident, split_name
+from ..plan.cleanup import CleanupTarget
+from .resolve import TargetProblems
+
+
+@dataclass(frozen=True)
+class FunctionTarget:
+    spec: CleanupTarget
+    schema: str
+    name: str
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return display(self.schema, self.name) + "()"
+
+
+def resolve_function(conn: psycopg.Connection, spec: CleanupTarget) -> FunctionTarget:
+    assert spec.function is not None
+    schema, name = split_name(spec.function)
+    target = FunctionTarget(spec, schema, name)
+    rows = conn.execute(
+        "SELECT p.prokind, p.pronargs - p.pronargdefaults, pg_catalog.has_function_privilege(p.oid, 'EXECUTE'), "
+        "  COALESCE((SELECT pg_catalog.array_agg(a.name) "
+        "   FROM ROWS FROM (pg_catalog.unnest(p.proargnames), pg_catalog.unnest(p.proargmodes)) AS a(name, mode)"
+        "   WHERE a.mode IN ('o', 't', 'b')), ARRAY[p.proname]::text[]) "
+        "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = %s AND p.proname = %s",
+        [schema, name],
+    ).fetchall()
+    if not rows:
+        raise TargetProblems([f"function {target.display} does not exist"])
+    callable_ = [r for r in rows if r[0] == "f" and r[1] == 0]
+    if not callable_:
+        kinds = {r[0] for r in rows}
+        what = "a procedure (CALL it from a function that returns counts)" if kinds == {"p"} else \
+            "not a function that can be called without arguments"
+        raise TargetProblems([f"{target.display} is {what}"])
+    if not any(r[2] for r in callable_):
+        raise TargetProblems([f"the database user lacks EXECUTE on {target.display}: "
+                              f"GRANT EXECUTE ON FUNCTION {target.display} TO <pgkeeper's user>"])
+    if spec.total_column and not any(column_ident(spec.total_column) in (r[3] or []) for r in callable_):
+        raise TargetProblems([f"total_column {spec.total_column} is not a column {target.display} returns "
+                              f"(it returns: {', '.join(callable_[0][3] or [])})"])
+    return target
+
+
+def call(conn: psycopg.Connection, target: FunctionTarget, *, dry_run: bool) -> dict[str, Any]:
+    """Call the function once; the report's counts are the integer columns it returned."""
+    started = time.perf_counter()
+    with conn.transaction(force_rollback=dry_run):
+        cur = conn.execute(sql.SQL("SELECT * FROM {}()").format(target.ident))
+        names = [c.name for c in cur.description or []]
+        rows = cur.fetchall()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    counts: dict[str, int] = {}
+    for row in rows:
+        for col, value in zip(names, row, strict=True):
+            if isinstance(value, int | Decimal) and not isinstance(value, bool):
+                counts[col] = counts.get(col, 0) + int(value)
+    return {"counts": counts, "rows_deleted": total(target.spec, counts), "transactions": 1,
+            "longest_transaction_ms": round(elapsed_ms, 1)}
+
+
+def total(spec: CleanupTarget, counts: dict[str, int]) -> int | None:
+    """The function's total: `total_column`, else its one `total*` column, else the sum of its counts."""
+    if not counts:
+        return None
+    if spec.total_column:
+        col = column_ident(spec.total_column)
+        if col not in counts:
+            raise TargetProblems([f"total_column {spec.total_column} is not among the integer columns "
+                                  f"the function returned: {', '.join(counts)}"])
+        return counts[col]
+    totals = [c for c in counts if c.lower().startswith("total")]
+    if len(totals) == 1:
+        return counts[totals[0]]
+    return sum(counts.values())

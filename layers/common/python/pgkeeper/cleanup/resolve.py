@@ -1,0 +1,173 @@
+"""A table target checked against the live catalog before anything is deleted.
+
+Every problem is collected (missing table or column, wrong column type, missing privilege, a value
+that does not fit its column), so `pgkeeper plan check` and a run both name all of them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from ..idents import display
+from ..plan.base import column_ident, split_name
+from ..plan.cleanup import CleanupTarget
+from . import predicate
+
+EXPIRY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
+_KINDS = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence", "i": "an index",
+          "c": "a composite type", "I": "a partitioned index", "t": "a TOAST table"}
+
+
+class TargetProblems(Exception):  # noqa: N818 - a carrier of problems, raised and caught inside this package
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Heap:
+    """A relation with storage that batches walk: the table itself, or one of its partitions."""
+
+    oid: int
+    schema: str
+    name: str
+    pk: tuple[str, ...] = ()
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return display(self.schema, self.name)
+
+
+@dataclass
+class TableTarget:
+    spec: CleanupTarget
+    oid: int
+    schema: str
+    name: str
+    relkind: str
+    heaps: list[Heap]
+    columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return display(self.schema, self.name)
+
+
+def resolve_table(conn: psycopg.Connection, spec: CleanupTarget) -> TableTarget:
+    """The target's table, columns and storage; raises TargetProblems listing everything wrong."""
+    assert spec.table is not None and spec.expiry_column is not None
+    schema, name = split_name(spec.table)
+    shown = display(schema, name)
+    row = conn.execute(
+        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        [schema, name],
+    ).fetchone()
+    if row is None:
+        raise TargetProblems([f"table {shown} does not exist"])
+    oid, relkind = row
+    if relkind not in ("r", "p"):
+        raise TargetProblems([f"{shown} is {_KINDS.get(relkind, 'not a table')}, not a table"])
+
+    columns = dict(conn.execute(
+        "SELECT a.attname, pg_catalog.format_type(COALESCE(NULLIF(t.typbasetype, 0), a.atttypid), NULL) "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        [oid],
+    ).fetchall())
+    problems: list[str] = []
+
+    def missing(column: str, role: str) -> None:
+        known = ", ".join(display_col(c) for c in list(columns)[:20])
+        problems.append(f"{role} {display_col(column)} does not exist in {shown} (its columns: {known})")
+
+    expiry = column_ident(spec.expiry_column)
+    if expiry not in columns:
+        missing(expiry, "expiry_column")
+    elif columns[expiry] not in EXPIRY_TYPES:
+        problems.append(f"expiry_column {display_col(expiry)} of {shown} is {columns[expiry]}; "
+                        f"it must be a timestamp or a date")
+    for group in ("or_if", "only_if"):
+        for i, clause in enumerate(getattr(spec, group)):
+            col = column_ident(clause.column)
+            if col not in columns:
+                missing(col, f"{group}[{i}].column")
+            elif clause.op == "older_than" and columns[col] not in EXPIRY_TYPES:
+                problems.append(f"{group}[{i}]: older_than needs a timestamp or date column; "
+                                f"{display_col(col)} is {columns[col]}")
+
+    heaps, kinds = _storage(conn, oid, relkind)
+    for heap_kind, heap_name in kinds:
+        if heap_kind != "r":
+            problems.append(f"{heap_name} (a partition or child of {shown}) is {_KINDS.get(heap_kind, heap_kind)}; "
+                            "cleanup only deletes from tables")
+    for heap in heaps:
+        _privileges(conn, heap, problems)
+    if problems:
+        raise TargetProblems(problems)
+
+    target = TableTarget(spec, oid, schema, name, relkind, heaps, columns)
+    _check_condition(conn, target)
+    return target
+
+
+def display_col(column: str) -> str:
+    return display("x", column)[2:]
+
+
+def _storage(conn: psycopg.Connection, oid: int, relkind: str) -> tuple[list[Heap], list[tuple[str, str]]]:
+    """The table and every descendant (partitions, inheritance children) that holds rows."""
+    rows = conn.execute(
+        "WITH RECURSIVE tree(oid, depth) AS ("
+        " SELECT %s::oid, 0"
+        " UNION ALL SELECT i.inhrelid, tree.depth + 1"
+        " FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)"
+        " SELECT c.oid, n.nspname, c.relname, c.relkind,"
+        "  (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord) FROM pg_catalog.pg_index i"
+        "   CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
+        "   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        "   WHERE i.indrelid = c.oid AND i.indisprimary) FROM tree"
+        " JOIN pg_catalog.pg_class c ON c.oid = tree.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " ORDER BY tree.depth, c.relname",
+        [oid],
+    ).fetchall()
+    heaps = [Heap(r[0], r[1], r[2], tuple(r[4] or ())) for r in rows if r[3] == "r"]
+    other = [(r[3], display(r[1], r[2])) for r in rows if r[3] not in ("r", "p")]
+    return heaps, other
+
+
+def _privileges(conn: psycopg.Connection, heap: Heap, problems: list[str]) -> None:
+    select, delete = conn.execute(
+        "SELECT pg_catalog.has_table_privilege(%s::oid, 'SELECT'), pg_catalog.has_table_privilege(%s::oid, 'DELETE')",
+        [heap.oid, heap.oid],
+    ).fetchone()
+    lacking = [p for p, ok in (("SELECT", select), ("DELETE", delete)) if not ok]
+    if lacking:
+        problems.append(f"the database user lacks {' and '.join(lacking)} on {heap.display}: "
+                        f"GRANT {', '.join(lacking)} ON {heap.display} TO <pgkeeper's user>")
+
+
+def _check_condition(conn: psycopg.Connection, target: TableTarget) -> None:
+    """Plan (never run) the condition against the table: values must fit their columns' types."""
+    spec = target.spec
+    try:
+        times = predicate.resolve_times(conn, spec)
+        pred = predicate.build(spec, times)
+        conn.execute(
+            sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(target.ident, pred.sql), pred.params
+        ).fetchall()
+    except (psycopg.DataError, psycopg.ProgrammingError) as exc:
+        first = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+        raise TargetProblems([f"the condition does not fit {target.display}: {first} "
+                              f"(condition: {predicate.describe(spec)})"]) from None

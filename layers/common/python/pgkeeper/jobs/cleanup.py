@@ -1,0 +1,174 @@
+"""The cleanup job: expired sessions and tokens deleted fast, in short transactions, never a wrong row.
+
+Every target is validated against the live database before anything is deleted. Table targets
+are then walked batch by batch (`pgkeeper.cleanup`); function targets are called once. The run is
+`partial` when the deadline stopped it (the next run simply continues: deleting expired rows is
+idempotent) or a table was locked, and `failed` when a target failed or the safety rail refused it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import psycopg
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from pydantic import Field
+
+from ..cleanup import functions
+from ..cleanup.resolve import TableTarget, TargetProblems, resolve_table
+from ..cleanup.tables import TableRun, choose_method, method_problems, set_timeouts
+from ..errors import EventError
+from ..log import logger, metrics
+from ..plan import Plan
+from ..plan.cleanup import CleanupTarget
+from . import JobContext, JobSpec, Options, Report
+
+
+class CleanupOptions(Options):
+    targets: list[str] | None = Field(None, description="only these targets (by name); default all")
+    method: Literal["auto", "tid_range", "keyset"] = Field(
+        "auto", description="auto: TID ranges on PostgreSQL >= 14, primary-key ranges before; force one to compare"
+    )
+
+
+Target = TableTarget | functions.FunctionTarget
+
+
+def _select(targets: list[CleanupTarget], names: list[str] | None) -> list[CleanupTarget]:
+    if names is None:
+        return list(targets)
+    known = {t.key: t for t in targets}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise EventError(f"unknown cleanup target(s) {unknown}; the plan has {sorted(known)}", reason="bad_options")
+    return [known[n] for n in names]
+
+
+def _resolve(conn: psycopg.Connection, spec: CleanupTarget) -> Target:
+    if spec.function is not None:
+        return functions.resolve_function(conn, spec)
+    return resolve_table(conn, spec)
+
+
+def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: str,
+              prefix: str = "") -> tuple[list[Target], list[str]]:
+    """Resolve every target; all problems of all targets, each prefixed with the target's name."""
+    version = conn.info.server_version
+    resolved: list[Target] = []
+    problems: list[str] = []
+    for i, spec in enumerate(specs):
+        where = f"{prefix}[{i}] ({spec.key})" if prefix else spec.key
+        try:
+            target = _resolve(conn, spec)
+        except TargetProblems as exc:
+            problems += [f"{where}: {p}" for p in exc.problems]
+            continue
+        if isinstance(target, TableTarget):
+            problems += [f"{where}: {p}" for p in method_problems(target, choose_method(requested, version), version)]
+        resolved.append(target)
+    return resolved, problems
+
+
+def run(ctx: JobContext) -> Report:
+    plan = ctx.plan.cleanup
+    options: CleanupOptions = ctx.options
+    specs = _select(plan.targets, options.targets)
+    if not specs:
+        return {"status": "succeeded", "rows_deleted": 0, "targets": [], "note": "the plan has no cleanup targets"}
+    settings = ctx.plan.database
+    statement_ms = settings.statement_timeout_s * 1000
+    conn = ctx.db.connect(autocommit=True, purpose="delete")
+    try:
+        _session(conn, plan.timezone, plan.async_commit)
+        resolved, problems = _validate(conn, specs, options.method)
+        if problems:
+            # Nothing is deleted unless every target checks out: a bad plan fails loudly, whole.
+            return {"status": "failed", "rows_deleted": 0, "errors": problems, "dry_run": options.dry_run,
+                    "targets": [{"target": s.key, "outcome": "not_run"} for s in specs]}
+        method = choose_method(options.method, conn.info.server_version)
+        results: list[dict[str, Any]] = []
+        for target in resolved:
+            if ctx.budget.exhausted(plan.cap_ms / 1000 + 0.5):
+                results.append({"target": target.spec.key, "outcome": "not_started", "rows_deleted": 0})
+                continue
+            if conn.broken or conn.closed:
+                conn = ctx.db.connect(autocommit=True, purpose="delete")
+                _session(conn, plan.timezone, plan.async_commit)
+            results.append(_clean(conn, target, ctx, method, statement_ms))
+    finally:
+        conn.close()
+    return _summary(results, options.dry_run)
+
+
+def _session(conn: psycopg.Connection, timezone: str, async_commit: bool) -> None:
+    conn.execute("SELECT pg_catalog.set_config('TimeZone', %s, false), "
+                 "pg_catalog.set_config('synchronous_commit', %s, false)",
+                 [timezone, "off" if async_commit else "on"])
+
+
+def _clean(conn: psycopg.Connection, target: Target, ctx: JobContext, method: str, statement_ms: int) -> dict:
+    plan = ctx.plan.cleanup
+    dry_run = ctx.options.dry_run
+    lock_ms = ctx.plan.database.lock_timeout_ms
+    try:
+        if isinstance(target, TableTarget):
+            result = TableRun(conn, target, plan, method=method, budget=ctx.budget, dry_run=dry_run,
+                              statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms).run()
+        else:
+            set_timeouts(conn, min(statement_ms, ctx.budget.remaining_ms()), lock_ms)
+            result = {"target": target.spec.key, "kind": "function", "function": target.display, "dry_run": dry_run,
+                      **functions.call(conn, target, dry_run=dry_run), "outcome": "dry_run" if dry_run else "done"}
+            if dry_run:
+                result["would_delete"], result["rows_deleted"] = result["rows_deleted"], 0
+    except (psycopg.Error, TargetProblems) as exc:
+        # One target failing does not stop the others; the run still ends `failed` and raises.
+        message = _first_line(exc)
+        logger.warning("cleanup target failed", extra={"target": target.spec.key, "error": message})
+        return {"target": target.spec.key, "outcome": "failed", "rows_deleted": 0, "error": message}
+    if not dry_run and result.get("rows_deleted"):
+        _metric(target.spec.key, result["rows_deleted"])
+    logger.info("cleanup target finished", extra={"target": target.spec.key, "outcome": result.get("outcome"),
+                                                  "rows_deleted": result.get("rows_deleted")})
+    return result
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        return f"{type(exc).__name__}: {exc.diag.message_primary}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _metric(target: str, rows: int) -> None:
+    """RowsDeleted per target (dimension `target`: as many values as the plan has targets) and in total."""
+    metrics.add_metric(name="RowsDeleted", unit=MetricUnit.Count, value=rows)
+    with single_metric(name="RowsDeleted", unit=MetricUnit.Count, value=rows,
+                       default_dimensions={"job": "cleanup", "target": target}):
+        pass
+
+
+def _summary(results: list[dict[str, Any]], dry_run: bool) -> Report:
+    outcomes = [r.get("outcome") for r in results]
+    errors = [f"{r['target']}: {r['error']}" for r in results if r.get("outcome") in ("failed", "refused")]
+    if errors:
+        status = "failed"
+    elif any(o in ("partial", "blocked", "not_started") for o in outcomes):
+        status = "partial"
+    else:
+        status = "succeeded"
+    report: Report = {"status": status, "dry_run": dry_run,
+                      "rows_deleted": sum(r.get("rows_deleted") or 0 for r in results), "targets": results}
+    if dry_run:
+        report["would_delete"] = sum(r.get("would_delete") or 0 for r in results)
+    if errors:
+        report["errors"] = errors
+    return report
+
+
+def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
+    """`pgkeeper plan check`: every cleanup target against the live database."""
+    _resolved, problems = _validate(conn, plan.cleanup.targets, "auto", prefix="cleanup.targets")
+    return problems
+
+
+JOB = JobSpec(name="cleanup", options=CleanupOptions, run=run, check=check)

@@ -1,0 +1,273 @@
+"""Every file in events/, run end to end: `pgkeeper invoke <Function> --event events/<file>` against a
+fresh database seeded from demo/schema.sql, with the example plan (plan/pgkeeper-plan.yaml, found
+through the template's PGKEEPER_PLAN=/opt/pgkeeper-plan.yaml and the plan layer, as in Lambda).
+
+The table EVENTS says, per event file, which function runs it, the status expected, and a check of
+one outcome a user can see. A job's issue adds its rows here; an event file without a row fails
+`test_every_event_file_has_a_row`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+
+Conn = psycopg.Connection
+
+
+@dataclass(frozen=True)
+class Row:
+    event: str
+    function: str
+    status: str | None
+    """The job's status in the result; None for a function-URL event (the result is an HTTP response)."""
+    check: Callable[[Conn, dict[str, Any]], None]
+    """Asserts one visible outcome, given the test database and the invocation's result."""
+    prepare: Callable[[Conn], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra variables for the env-vars file's Parameters section."""
+    needs_s3: bool = False
+    """Runs with moto's S3 (a bucket in PGKEEPER_BACKUP_BUCKET), through AWS_ENDPOINT_URL."""
+
+    @property
+    def job(self) -> str:
+        return JOBS[self.function]
+
+
+JOBS = {"RefreshFunction": "refresh", "CleanupFunction": "cleanup", "VacuumFunction": "vacuum",
+        "BackupFunction": "backup"}
+SECRET = "whsec_" + base64.b64encode(b"e2e-signing-secret-of-24b").decode()
+
+
+def run_recorded(conn: Conn, result: dict, trigger: str) -> None:
+    """The run is in pgkeeper.runs with the status and trigger the invocation reported."""
+    row = conn.execute("SELECT job, status, trigger FROM pgkeeper.runs WHERE run_id::text = %s",
+                       (result["run_id"],)).fetchone()
+    assert row == (result["job"], result["status"], trigger)
+
+
+# --- refresh ------------------------------------------------------------------------------------
+
+
+def _dashboard_has_description(conn: Conn, result: dict) -> None:
+    # The seed's drift: the app's query failed with `column "description" does not exist`.
+    rows = conn.execute('SELECT count(description) FROM "mv_dashboard_companions"').fetchone()
+    assert rows[0] > 0
+    outcomes = {v["name"]: v["outcome"] for v in result["report"]["views"]}
+    assert outcomes["public.mv_dashboard_companions"] == "repaired"
+
+
+def _scheduled_refresh(conn: Conn, result: dict) -> None:
+    _dashboard_has_description(conn, result)
+    run_recorded(conn, result, "schedule")
+
+
+def _add_messages(conn: Conn) -> None:
+    conn.execute("""INSERT INTO "Message" (id, role, content, "companionId", "userId", "createdAt")
+                    SELECT 'msg_e2e_' || g, 'user', 'late', 'cmp_0001', 'user_1', timestamp '2031-01-01'
+                    FROM generate_series(1, 7) g""")
+
+
+def _classic_refresh_sees_new_rows(conn: Conn, result: dict) -> None:
+    day = conn.execute("SELECT messages FROM mv_daily_messages WHERE day = date '2031-01-01'").fetchone()
+    assert day == (7,)
+    run_recorded(conn, result, "schedule")
+
+
+def _drop_summary_index(conn: Conn) -> None:
+    conn.execute("DROP INDEX user_subscription_summary_user_id_key")
+
+
+def _cache_cleared_without_touching_views(conn: Conn, result: dict) -> None:
+    # clear_cache runs alone: the drifted dashboard view is left exactly as it was.
+    columns = conn.execute("SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = "
+                           "'mv_dashboard_companions'::regclass AND attnum > 0").fetchall()
+    assert ("description",) not in columns
+    run_recorded(conn, result, "invoke")
+
+
+def _refused_and_nothing_ran(reason: str) -> Callable[[Conn, dict], None]:
+    def check(conn: Conn, result: dict) -> None:
+        assert result["statusCode"] == 401
+        assert json.loads(result["body"])["error"] == reason
+        runs = conn.execute("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'pgkeeper' "
+                            "AND tablename = 'runs'").fetchone()[0]
+        if runs:
+            assert conn.execute("SELECT count(*) FROM pgkeeper.runs").fetchone() == (0,)
+
+    return check
+
+
+def _repair_recreates_views_with_their_indexes(conn: Conn, result: dict) -> None:
+    outcomes = {v["name"]: v["outcome"] for v in result["report"]["views"]}
+    assert set(outcomes.values()) == {"repaired"}, outcomes
+    index = conn.execute("SELECT 1 FROM pg_catalog.pg_indexes WHERE indexname = "
+                         "'user_subscription_summary_user_id_key'").fetchone()
+    assert index == (1,)
+    run_recorded(conn, result, "invoke")
+
+
+# --- other jobs: a first check each; their issues sharpen it ------------------------------------
+
+
+def _vacuum_ran(conn: Conn, result: dict) -> None:
+    assert result["report"]["counts"]["left"] == 0
+    run_recorded(conn, result, "schedule")
+
+
+def _analyze_only(conn: Conn, result: dict) -> None:
+    report = result["report"]
+    assert report["mode"] == "analyze" and report["counts"]["vacuumed"] == 0
+    run_recorded(conn, result, "schedule")
+
+
+def _backup_in_bucket(conn: Conn, result: dict) -> None:
+    import boto3
+
+    bucket = result["_bucket"]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert any(k.endswith(".json") for k in keys) and len(keys) >= 2, keys
+    run_recorded(conn, result, "schedule")
+
+
+def _cleanup_ran(conn: Conn, result: dict) -> None:
+    run_recorded(conn, result, "schedule")
+
+
+_COUNTS = """SELECT n.nspname || '.' || c.relname, (xpath('/row/n/text()', query_to_xml(
+                 format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1"""
+
+
+def _dry_run_deletes_nothing() -> tuple[Callable[[Conn], None], Callable[[Conn, dict], None]]:
+    before: list[tuple] = []
+
+    def prepare(conn: Conn) -> None:
+        before[:] = conn.execute(_COUNTS).fetchall()
+
+    def check(conn: Conn, result: dict) -> None:
+        assert before and conn.execute(_COUNTS).fetchall() == before
+        assert result["report"].get("rows_deleted", 0) == 0
+        run_recorded(conn, result, "invoke")
+
+    return prepare, check
+
+
+_DRY_RUN = _dry_run_deletes_nothing()
+
+ROWS = [
+    Row("refresh-scheduled.json", "RefreshFunction", "succeeded", _scheduled_refresh),
+    Row("refresh-scheduled-classic.json", "RefreshFunction", "succeeded", _classic_refresh_sees_new_rows,
+        prepare=_add_messages),
+    Row("refresh-invoke-repair.json", "RefreshFunction", "succeeded", _repair_recreates_views_with_their_indexes,
+        prepare=_drop_summary_index),
+    Row("refresh-invoke-clear-cache.json", "RefreshFunction", "succeeded", _cache_cleared_without_touching_views),
+    Row("url-refresh-unsigned.json", "RefreshFunction", None, _refused_and_nothing_ran("missing_signature"),
+        env={"PGKEEPER_WEBHOOK_SECRETS": SECRET}),
+    Row("url-refresh-stale.json", "RefreshFunction", None, _refused_and_nothing_ran("stale_timestamp"),
+        env={"PGKEEPER_WEBHOOK_SECRETS": SECRET}),
+    Row("vacuum-scheduled.json", "VacuumFunction", "succeeded", _vacuum_ran),
+    Row("vacuum-analyze.json", "VacuumFunction", "succeeded", _analyze_only),
+    Row("backup-scheduled.json", "BackupFunction", "succeeded", _backup_in_bucket, needs_s3=True),
+    Row("cleanup-scheduled.json", "CleanupFunction", "succeeded", _cleanup_ran),
+    Row("cleanup-dry-run.json", "CleanupFunction", "succeeded", _DRY_RUN[1], prepare=_DRY_RUN[0]),
+]
+
+# Event files that are not for `pgkeeper invoke` of one job (none yet), with the reason.
+NOT_INVOKED: dict[str, str] = {}
+
+
+def invoke(function: str, event: str | Path, env_file: Path | None = None, *extra: str,
+           stdin: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pgkeeper.cli", "invoke", function, "--event", str(event),
+           "--template", str(ROOT / "template.yaml"), *(["--env-vars", str(env_file)] if env_file else []), *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, input=stdin, timeout=300)
+
+
+@pytest.fixture()
+def seeded(db_url: str) -> str:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute((ROOT / "demo" / "schema.sql").read_text())
+    return db_url
+
+
+def test_every_event_file_has_a_row():
+    files = {p.name for p in EVENTS.glob("*.json")}
+    covered = {r.event for r in ROWS} | set(NOT_INVOKED)
+    assert files - covered == set(), "add a Row (or a NOT_INVOKED reason) for each new event file"
+    assert covered - files == set(), "rows name event files that do not exist"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.event for r in ROWS])
+def test_event_file_runs_end_to_end(row: Row, seeded: str, tmp_path: Path, request: pytest.FixtureRequest):
+    if not (ROOT / "layers/common/python/pgkeeper/jobs" / f"{row.job}.py").exists():
+        pytest.skip(f"pgkeeper.jobs.{row.job} has not landed yet")
+    env: dict[str, Any] = {"Parameters": {"DATABASE_URL": seeded, **row.env}}
+    bucket = None
+    if row.needs_s3:
+        request.getfixturevalue("aws")
+        import boto3
+
+        bucket = "pgkeeper-e2e-backups"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        env[row.function] = {"PGKEEPER_BACKUP_BUCKET": bucket}
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps(env))
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        if row.prepare:
+            row.prepare(conn)
+        proc = invoke(row.function, EVENTS / row.event, env_file)
+        assert proc.returncode == 0, f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
+        result = json.loads(proc.stdout)
+        if row.status is not None:
+            assert (result["job"], result["status"]) == (row.job, row.status), result
+            assert result["report"]["status"] == row.status
+        row.check(conn, {**result, "_bucket": bucket})
+
+
+def test_unknown_function_is_one_clear_line_listing_the_functions():
+    proc = invoke("RefrehsFunction", EVENTS / "refresh-scheduled.json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "pgkeeper: unknown_function: function 'RefrehsFunction' is not in template.yaml; its functions are: "
+        "BackupFunction, CleanupFunction, RefreshFunction, VacuumFunction")
+
+
+def test_malformed_event_file_is_refused_before_anything_runs(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"job": "refresh", "options": {"repair": true,}}')
+    proc = invoke("RefreshFunction", bad)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (f"pgkeeper: bad_event_file: event {bad} is not valid JSON: "
+                                   "Expecting property name enclosed in double quotes at line 1, column 47")
+
+
+def test_event_for_another_job_is_the_handlers_clear_error_in_lambdas_shape(seeded: str, tmp_path: Path):
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps({"Parameters": {"DATABASE_URL": seeded}}))
+    proc = invoke("RefreshFunction", "-", env_file, stdin=(EVENTS / "vacuum-scheduled.json").read_text())
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)
+    assert error["errorType"] == "EventError"
+    assert error["errorMessage"] == "this function runs job 'refresh'; the event names 'vacuum'"
+
+
+def test_without_a_database_the_handler_says_how_to_configure_one():
+    proc = invoke("RefreshFunction", EVENTS / "refresh-scheduled.json")
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)
+    assert error["errorType"] == "ConfigError"
+    assert "set DATABASE_URL" in error["errorMessage"]
