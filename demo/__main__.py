@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["refresh", "cache", "vacuum"]
+SECTIONS = ["refresh", "cache", "vacuum", "cleanup", "backup"]
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

@@ -211,3 +211,71 @@ INSERT INTO "GroupMessage" (id, "groupChatId", "senderId", "isBot", content, "cr
 SELECT 'gm_' || lpad(g::text, 5, '0'), 'grp_' || (1 + g % 60), 'usr_' || (1 + (g * 13) % 400), g % 3 = 0,
        'group message ' || g, timestamp '2025-03-01' + g * interval '7 minutes'
 FROM generate_series(1, 6000) g;
+
+-- ---------------------------------------------------------------- cleanup: sessions and tokens
+-- VTChat's sessions (seed 002: hourly `cleanup_expired_sessions()`) and Matcha Time's tokens (seed
+-- 004: `cleanup_all_expired_tokens()`), each seeded with expired, used and live rows. The example
+-- plan cleans sessions and the reset / verification tokens with pgkeeper's batched deletes, and
+-- refresh tokens through the app's own DB-side function (it returns a count, like the seeds').
+CREATE TABLE sessions (
+    id         text PRIMARY KEY,
+    user_id    text NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token      text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX idx_sessions_token_hash ON sessions USING hash (token);
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);
+
+CREATE TABLE password_reset_tokens (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id    text NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_hash text NOT NULL UNIQUE,
+    expires_at timestamptz NOT NULL,
+    used_at    timestamptz
+);
+CREATE INDEX password_reset_tokens_expires_at_idx ON password_reset_tokens (expires_at);
+
+CREATE TABLE email_verification_tokens (LIKE password_reset_tokens INCLUDING ALL);
+
+CREATE TABLE refresh_tokens (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id    text NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_hash text NOT NULL UNIQUE,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX refresh_tokens_expires_at_idx ON refresh_tokens (expires_at);
+
+-- Sessions: 6000, about a third expired (up to 30 days ago), the rest live for up to 30 days.
+INSERT INTO sessions (id, user_id, token, expires_at, created_at)
+SELECT 'ses_' || g, 'usr_' || (1 + g % 400), md5('session' || g),
+       now() + CASE WHEN g % 3 = 0 THEN -1 ELSE 1 END * ((g * 7919) % 43200 + 1) * interval '1 minute',
+       now() - ((g * 104729) % 43200) * interval '1 minute'
+FROM generate_series(1, 6000) g;
+
+-- Tokens: 1000 of each kind; a quarter expired, a tenth used (and so done with) but not yet expired.
+INSERT INTO password_reset_tokens (user_id, token_hash, expires_at, used_at)
+SELECT 'usr_' || (1 + g % 400), md5('reset' || g),
+       now() + CASE WHEN g % 4 = 0 THEN interval '-2 hours' ELSE interval '1 hour' END,
+       CASE WHEN g % 10 = 1 THEN now() - interval '5 minutes' END
+FROM generate_series(1, 1000) g;
+
+INSERT INTO email_verification_tokens (user_id, token_hash, expires_at, used_at)
+SELECT 'usr_' || (1 + g % 400), md5('verify' || g),
+       now() + CASE WHEN g % 4 = 0 THEN interval '-1 day' ELSE interval '2 days' END,
+       CASE WHEN g % 10 = 1 THEN now() - interval '1 hour' END
+FROM generate_series(1, 1000) g;
+
+INSERT INTO refresh_tokens (user_id, token_hash, expires_at)
+SELECT 'usr_' || (1 + g % 400), md5('refresh' || g),
+       now() + CASE WHEN g % 4 = 0 THEN interval '-3 days' ELSE interval '20 days' END
+FROM generate_series(1, 1000) g;
+
+-- Seed 004's per-type function: deletes and returns how many rows it removed.
+CREATE FUNCTION cleanup_expired_refresh_tokens() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE deleted bigint;
+BEGIN
+    DELETE FROM refresh_tokens WHERE expires_at < now();
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    RETURN deleted;
+END $$;

@@ -139,7 +139,29 @@ def _backup_in_bucket(conn: Conn, result: dict) -> None:
     bucket = result["_bucket"]
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert any(k.endswith(".json") for k in keys) and len(keys) >= 2, keys
-    run_recorded(conn, result, "schedule")
+    run_recorded(conn, result, result.get("_trigger", "schedule"))
+
+
+def _labelled_backup_kept_everything(conn: Conn, result: dict) -> None:
+    report = result["report"]
+    assert "-before-migration.pgdump.zst" in report["key"] and report["verification"]["ok"]
+    assert report["pruned"] == [] and "kept" not in report  # prune: false
+    _backup_in_bucket(conn, {**result, "_trigger": "invoke"})
+
+
+def _backup_dry_run_uploaded_nothing(conn: Conn, result: dict) -> None:
+    import boto3
+
+    assert result["report"]["dry_run"] is True and result["report"]["backups"] == 0
+    assert boto3.client("s3").list_objects_v2(Bucket=result["_bucket"]).get("Contents", []) == []
+    run_recorded(conn, result, "invoke")
+
+
+def _backup_restore_tested(conn: Conn, result: dict) -> None:
+    verification = result["report"]["verification"]
+    assert verification["mode"] == "restore" and verification["restore"]["rows_match"] is True
+    assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pgkeeper_verify_%'").fetchone()[0] == 0
+    run_recorded(conn, result, "invoke")
 
 
 def _cleanup_ran(conn: Conn, result: dict) -> None:
@@ -182,6 +204,10 @@ ROWS = [
     Row("vacuum-scheduled.json", "VacuumFunction", "succeeded", _vacuum_ran),
     Row("vacuum-analyze.json", "VacuumFunction", "succeeded", _analyze_only),
     Row("backup-scheduled.json", "BackupFunction", "succeeded", _backup_in_bucket, needs_s3=True),
+    Row("backup-invoke-before-migration.json", "BackupFunction", "succeeded", _labelled_backup_kept_everything,
+        needs_s3=True),
+    Row("backup-invoke-dry-run.json", "BackupFunction", "succeeded", _backup_dry_run_uploaded_nothing, needs_s3=True),
+    Row("backup-invoke-verify-restore.json", "BackupFunction", "succeeded", _backup_restore_tested, needs_s3=True),
     Row("cleanup-scheduled.json", "CleanupFunction", "succeeded", _cleanup_ran),
     Row("cleanup-dry-run.json", "CleanupFunction", "succeeded", _DRY_RUN[1], prepare=_DRY_RUN[0]),
 ]

@@ -183,6 +183,8 @@ def walk(conn: psycopg.Connection, heap: Heap, walker: Walk, pred: Predicate, se
             skip_locked = False
         walker.advance(rng)
         sizer.record(rng.size, elapsed_ms, rows)
+        logger.debug("batch", extra={"table": heap.display, "range": rng.label, "size": rng.size,
+                                     "rows": rows, "ms": round(elapsed_ms, 2), "next_size": sizer.size})
         if settings.limit_rows is not None and totals.rows > settings.limit_rows:
             return "limit"
 

@@ -22,11 +22,12 @@ from ..plan.cleanup import CleanupTarget
 from .resolve import TargetProblems
 
 
-@dataclass(frozen=True)
+@dataclass
 class FunctionTarget:
     spec: CleanupTarget
     schema: str
     name: str
+    checked_ms: float = 0.0
 
     @property
     def ident(self) -> sql.Identifier:

@@ -54,6 +54,8 @@ class TableTarget:
     relkind: str
     heaps: list[Heap]
     columns: dict[str, str] = field(default_factory=dict)
+    checked_ms: float = 0.0
+    """How long checking it against the catalog took (reported: it is part of the target's cost)."""
 
     @property
     def ident(self) -> sql.Identifier:

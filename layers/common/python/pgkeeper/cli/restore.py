@@ -41,25 +41,27 @@ class ProgressLine:
         self.total = max(total, 1)
         self.started = time.monotonic()
         self.tty = sys.stderr.isatty()
-        self._last = -1.0
+        self._last_time = 0.0
+        self._last_step = -1
+        self._line = ""
 
     def __call__(self, compressed: int, decompressed: int) -> None:
         now = time.monotonic()
-        pct = compressed * 100 / self.total
-        if self.tty:
-            if now - self._last < 0.2:
-                return
-        elif pct - self._last < 10 and compressed < self.total:
-            return
-        self._last = now if self.tty else pct
+        pct = min(100.0, compressed * 100 / self.total)
         rate = decompressed / 1e6 / max(now - self.started, 1e-6)
-        line = (f"restoring {compressed / 1e6:8.1f} / {self.total / 1e6:.1f} MB ({pct:3.0f}%)  "
-                f"{rate:6.1f} MB/s restored")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        self._line = (f"restoring {compressed / 1e6:8.1f} / {self.total / 1e6:.1f} MB ({pct:3.0f}%)  "
+                      f"{rate:6.1f} MB/s restored")
+        if self.tty:
+            if now - self._last_time >= 0.2:
+                self._last_time = now
+                print("\r" + self._line, end="", file=sys.stderr, flush=True)
+        elif int(pct // 10) > self._last_step:
+            self._last_step = int(pct // 10)
+            print(self._line, file=sys.stderr, flush=True)
 
     def done(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
+        if self.tty and self._line:
+            print("\r" + self._line, file=sys.stderr, flush=True)
 
 
 def run_restore(args: argparse.Namespace) -> int:

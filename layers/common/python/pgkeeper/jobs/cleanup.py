@@ -8,6 +8,7 @@ idempotent) or a table was locked, and `failed` when a target failed or the safe
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import psycopg
@@ -58,8 +59,10 @@ def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: s
     problems: list[str] = []
     for i, spec in enumerate(specs):
         where = f"{prefix}[{i}] ({spec.key})" if prefix else spec.key
+        started = time.perf_counter()
         try:
             target = _resolve(conn, spec)
+            target.checked_ms = round((time.perf_counter() - started) * 1000, 1)
         except TargetProblems as exc:
             problems += [f"{where}: {p}" for p in exc.problems]
             continue
@@ -114,6 +117,7 @@ def _clean(conn: psycopg.Connection, target: Target, ctx: JobContext, method: st
         if isinstance(target, TableTarget):
             result = TableRun(conn, target, plan, method=method, budget=ctx.budget, dry_run=dry_run,
                               statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms).run()
+            result["checked_ms"] = target.checked_ms
         else:
             set_timeouts(conn, min(statement_ms, ctx.budget.remaining_ms()), lock_ms)
             result = {"target": target.spec.key, "kind": "function", "function": target.display, "dry_run": dry_run,
