@@ -100,9 +100,8 @@ def test_every_function_has_both_layers_its_code_and_a_makefile_build(raw, templ
 def test_every_function_is_scheduled_with_an_input_naming_its_job(raw, logical_id):
     job = JOBS[logical_id]
     events = raw["Resources"][logical_id]["Properties"]["Events"]
-    schedules = [e["Properties"] for e in events.values() if e["Type"] == "ScheduleV2"]
-    assert len(schedules) == 1
-    sched = schedules[0]
+    assert events["Schedule"]["Type"] == "ScheduleV2"
+    sched = events["Schedule"]["Properties"]
     param = sched["ScheduleExpression"]["Ref"]
     assert re.fullmatch(r"(cron|rate)\(.+\)", raw["Parameters"][param]["Default"])
     assert sched["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
@@ -113,6 +112,20 @@ def test_every_function_is_scheduled_with_an_input_naming_its_job(raw, logical_i
     # The handler's own parser accepts what the schedule sends.
     request = parse_event(body, job)
     assert (request.job, request.trigger) == (job, "schedule")
+
+
+def test_vacuum_function_also_analyzes_hot_tables_on_its_own_schedule(raw):
+    events = raw["Resources"]["VacuumFunction"]["Properties"]["Events"]
+    sched = events["AnalyzeSchedule"]["Properties"]
+    assert sched["ScheduleExpression"] == {"Ref": "AnalyzeSchedule"}
+    assert sched["Name"] == {"Fn::Sub": "${AWS::StackName}-vacuum-analyze"}
+    body = json.loads(sched["Input"])
+    request = parse_event(body, "vacuum")
+    from pgkeeper.jobs.vacuum import JOB
+
+    assert JOB.options.model_validate(request.options).mode == "analyze"
+    other = [e for name, e in events.items() if name not in {"Schedule", "AnalyzeSchedule"}]
+    assert all(e["Type"] != "ScheduleV2" for e in other)
 
 
 def test_schedule_defaults_are_hourly_hourly_weekly_daily(raw):
