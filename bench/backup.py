@@ -168,8 +168,8 @@ def main(quick: bool) -> dict:
     aws = shutil.which("aws")
     if not aws or not all(shutil.which(t) for t in ("zstd", "pg_dump", "pgbench")):
         raise SystemExit("bench backup: needs aws (pip install awscli), zstd, pg_dump and pgbench on PATH")
-    scale = 2 if quick else 12
-    pgbench_scale = 5 if quick else 30
+    scale = 1 if quick else 8  # ~95 MB of app-like tables per unit
+    pgbench_scale = 4 if quick else 20  # ~15 MB per unit
     rounds = 3
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"

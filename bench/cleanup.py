@@ -1,21 +1,25 @@
 """Cleanup throughput: pgkeeper's batched deletes against the single `DELETE ... WHERE expires_at < now()`.
 
 A sessions table (bigint id, user id, token with a unique index, expires_at with an index,
-created_at), half of it expired, in two layouts: expired rows scattered through the table, and
-clustered at its start. Each measured run starts from the same data, rebuilt (copied from a source
-table in physical order, indexed, VACUUM ANALYZEd, CHECKPOINTed), so every run sees the same pages,
-visibility map and buffer state.
+created_at), half of it expired, in two layouts: expired rows scattered through the table (by a
+hash of the id), and clustered at its start. Each layout is built once into a template database
+(indexed, VACUUM ANALYZEd); every measured run gets a fresh copy of it (CREATE DATABASE ... TEMPLATE,
+STRATEGY FILE_COPY), so all runs start from the same pages, visibility map and checkpoint state.
 
-  baseline   one DELETE (the user's statement), best of JIT on (the server's default) and off
-  pgkeeper   the cleanup job through `runner.execute` (lock, run record, validation, sample, batches);
-             its time excludes only the ANALYZE at the end, which the baseline does not do
-             (reported as analyze_ms)
+  baseline   the user's one DELETE; the better median of JIT on (the server default) and JIT off
+  pgkeeper   the cleanup job through `runner.execute` (validation, safety-rail sample, batches, the
+             run's bookkeeping); rows/s over the target's own time (checking it + deleting), without
+             the ANALYZE it runs afterwards (the baseline does none; its duration is analyze_ms).
+             `end_to_end` also counts connecting, the advisory lock and the run record.
   writer     a concurrent app writer (INSERT a session, UPDATE a live one's expiry, autocommit)
              during one run of each: its p99 latency, and how many operations it completed
-Also: the primary-key keyset fallback (forced, what PostgreSQL < 14 gets) and the SKIP LOCKED
-statement used for every batch (pgkeeper only uses it to retry a range after a lock timeout).
+Runs are interleaved (baseline, pgkeeper, baseline JIT off, ...) so the machine's load drifts
+across all of them alike. Also measured: the primary-key keyset fallback (what PostgreSQL < 14
+gets), the SKIP LOCKED statement used for every batch (pgkeeper only uses it to retry a range
+after a lock timeout), and (full mode) the same layouts without the expires_at index.
 
-throughput_ratio = pgkeeper rows/s over baseline rows/s (medians of the repeats), the worse layout.
+throughput_ratio = median pgkeeper rows/s over median baseline rows/s, the worse layout;
+ratio_best uses each side's best run (what an idle machine would show).
 """
 
 from __future__ import annotations
@@ -29,58 +33,73 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
-from common import percentile, scratch_database
+from common import ADMIN_URL, percentile
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 LAYOUTS = ("scattered", "clustered")
-
-SCHEMA = """
-CREATE TABLE sessions (
-    id         bigint PRIMARY KEY,
-    user_id    bigint NOT NULL,
-    token      text NOT NULL,
-    expires_at timestamptz NOT NULL,
-    created_at timestamptz NOT NULL
-)"""
 
 
 def log(msg: str) -> None:
     print(f"  cleanup: {msg}", file=sys.stderr, flush=True)
 
 
-def make_source(conn: psycopg.Connection, layout: str, rows: int) -> None:
-    """src_<layout>: the rows in the physical order every rebuild copies."""
-    expired = ("abs(hashint8(g)) % 2 = 0" if layout == "scattered" else f"g <= {rows // 2}")
-    conn.execute(f"DROP TABLE IF EXISTS src_{layout}")
-    conn.execute(f"""
-        CREATE TABLE src_{layout} AS
-        SELECT g AS id, g % 50000 AS user_id, md5(g::text) AS token,
-               CASE WHEN {expired} THEN now() - interval '1 hour' - (abs(hashint8(g * 7)) % 43200) * interval '1 minute'
-                    ELSE now() + interval '1 hour' + (abs(hashint8(g * 7)) % 43200) * interval '1 minute' END AS expires_at,
-               now() - interval '30 days' + (g % 43200) * interval '1 minute' AS created_at
-        FROM generate_series(1, {rows}) g""")
+def url_of(dbname: str) -> str:
+    params = conninfo_to_dict(ADMIN_URL)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
 
 
-def rebuild(conn: psycopg.Connection, layout: str) -> None:
-    conn.execute("DROP TABLE IF EXISTS sessions")
-    conn.execute(SCHEMA.replace("PRIMARY KEY", ""))
-    conn.execute(f"INSERT INTO sessions SELECT * FROM src_{layout}")
-    conn.execute("ALTER TABLE sessions ADD PRIMARY KEY (id)")
-    conn.execute("CREATE UNIQUE INDEX sessions_token_key ON sessions (token)")
-    conn.execute("CREATE INDEX sessions_expires_at_idx ON sessions (expires_at)")
-    conn.execute("VACUUM ANALYZE sessions")
-    conn.execute("CHECKPOINT")
+def admin(statement: sql.Composable) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as c:
+        c.execute(statement)
+
+
+def build_template(name: str, layout: str, rows: int, expiry_index: bool) -> None:
+    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    expired = "abs(hashint8(g)) % 2 = 0" if layout == "scattered" else f"g <= {rows // 2}"
+    spread = "(abs(hashint8(g * 7)) % 43200) * interval '1 minute'"
+    with psycopg.connect(url_of(name), autocommit=True) as c:
+        c.execute(f"""
+            CREATE TABLE sessions AS
+            SELECT g::bigint AS id, (g % 50000)::bigint AS user_id, md5(g::text) AS token,
+                   CASE WHEN {expired} THEN now() - interval '1 hour' - {spread}
+                        ELSE now() + interval '1 hour' + {spread} END AS expires_at,
+                   now() - interval '30 days' + (g % 43200) * interval '1 minute' AS created_at
+            FROM generate_series(1, {rows}) g""")
+        c.execute("ALTER TABLE sessions ALTER expires_at SET NOT NULL, ADD PRIMARY KEY (id)")
+        c.execute("CREATE UNIQUE INDEX sessions_token_key ON sessions (token)")
+        if expiry_index:
+            c.execute("CREATE INDEX sessions_expires_at_idx ON sessions (expires_at)")
+        c.execute("VACUUM ANALYZE sessions")
+        from pgkeeper import runs
+
+        runs.ensure_schema(c)  # the job's run history exists before any timed run, as in production
+
+
+@contextlib.contextmanager
+def fresh_copy(template: str) -> Iterator[str]:
+    name = f"{template}_r{uuid.uuid4().hex[:6]}"
+    admin(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield url_of(name)
+    finally:
+        admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 class Writer(threading.Thread):
     """The app: inserts new sessions and extends live ones, one autocommit statement at a time."""
 
-    def __init__(self, url: str, live_ids: tuple[int, int, int]) -> None:
+    def __init__(self, url: str, rows: int) -> None:
         super().__init__(daemon=True)
         self.url = url
-        self.lo, self.hi, self.step = live_ids
+        self.rows = rows
         self.stop_flag = threading.Event()
         self.started_flag = threading.Event()
         self.latencies_ms: list[float] = []
@@ -97,82 +116,14 @@ class Writer(threading.Thread):
                     c.execute("INSERT INTO sessions VALUES (%s, 1, md5(%s::text), now() + interval '1 day', now())",
                               [next_id, next_id])
                 else:
-                    live = self.lo + self.step * rnd.randrange((self.hi - self.lo) // self.step)
+                    # Live rows only (the condition re-checks): the writer never waits for the cleanup.
                     c.execute("UPDATE sessions SET expires_at = expires_at + interval '1 minute' "
-                              "WHERE id = %s AND expires_at > now()", [live])
+                              "WHERE id = %s AND expires_at > now()", [rnd.randrange(1, self.rows)])
                 self.latencies_ms.append((time.perf_counter() - t) * 1000)
 
 
-def live_range(layout: str, rows: int) -> tuple[int, int, int]:
-    # Scattered rows are live by a hash: the writer's UPDATE checks expiry, so any id will do.
-    return (1, rows, 1) if layout == "scattered" else (rows // 2 + 1, rows, 1)
-
-
-def baseline(url: str, jit: bool) -> dict:
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("SET jit = " + ("on" if jit else "off"))
-        t = time.perf_counter()
-        n = c.execute("DELETE FROM sessions WHERE expires_at < now()").rowcount
-        s = time.perf_counter() - t
-    return {"rows": n, "seconds": round(s, 4), "rows_per_s": round(n / s)}
-
-
-def pgkeeper_run(options: dict | None = None) -> dict:
-    from pgkeeper import runner
-    from pgkeeper.jobs.cleanup import JOB
-    from pgkeeper.local.context import LocalContext
-    from pgkeeper.triggers import JobRequest
-
-    t = time.perf_counter()
-    # The job's logs and metrics go to stdout in Lambda; here stdout is the bench's summary.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = runner.execute(JOB, JobRequest(job="cleanup", options=options or {}), LocalContext(900))
-    wall = time.perf_counter() - t
-    target = result["report"]["targets"][0]
-    analyze_s = (target.get("analyze_ms") or 0) / 1000
-    seconds = wall - analyze_s
-    n = target["rows_deleted"]
-    return {"rows": n, "seconds": round(seconds, 4), "rows_per_s": round(n / seconds),
-            "transactions": target["transactions"], "longest_transaction_ms": target["longest_transaction_ms"],
-            "analyze_ms": target.get("analyze_ms"), "outcome": target["outcome"], "method": target["method"],
-            "retried": target.get("retried")}
-
-
-def skip_locked_always(url: str, target_ms: int) -> dict:
-    """The SKIP LOCKED statement for every batch, with the same TID walk and sizing."""
-    from pgkeeper.budget import Budget
-    from pgkeeper.cleanup import batches
-    from pgkeeper.cleanup.predicate import Predicate
-    from pgkeeper.cleanup.resolve import Heap
-    from pgkeeper.cleanup.sizing import Sizer
-    from pgkeeper.cleanup.walkers import TidRangeWalk, relation_blocks
-    from psycopg import sql
-
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("SET synchronous_commit = off")
-        cutoff = c.execute("SELECT now()").fetchone()[0]
-        oid = c.execute("SELECT 'sessions'::regclass::oid").fetchone()[0]
-        heap = Heap(oid, "public", "sessions", ("id",))
-        pred = Predicate(sql.SQL("expires_at < %s"), (cutoff,), cutoff)
-        walker = TidRangeWalk(heap, relation_blocks(c, oid))
-        sizer = Sizer(target_ms, walker.initial, walker.maximum)
-        total, longest, budget = 0, 0.0, Budget(600, reserve_s=0)
-        t0 = time.perf_counter()
-        while (rng := walker.next_range(c, sizer.size)) is not None and not budget.exhausted():
-            q, p = batches.delete_statement(heap, rng, pred, skip_locked=True)
-            t = time.perf_counter()
-            n = c.execute(q, p).rowcount
-            ms = (time.perf_counter() - t) * 1000
-            longest = max(longest, ms)
-            total += n
-            walker.advance(rng)
-            sizer.record(rng.size, ms, n)
-        s = time.perf_counter() - t0
-    return {"rows": total, "seconds": round(s, 4), "rows_per_s": round(total / s), "longest_transaction_ms": round(longest, 1)}
-
-
-def with_writer(url: str, layout: str, rows: int, fn) -> tuple[dict, dict]:
-    w = Writer(url, live_range(layout, rows))
+def with_writer(url: str, rows: int, fn: Callable[[], dict]) -> tuple[dict, dict]:
+    w = Writer(url, rows)
     w.start()
     w.started_flag.wait(10)
     time.sleep(0.2)  # the writer's steady state before the delete starts (a benchmark, not a test)
@@ -187,71 +138,160 @@ def with_writer(url: str, layout: str, rows: int, fn) -> tuple[dict, dict]:
                  "p99_ms": round(percentile(during, 99), 2), "max_ms": round(max(during, default=0), 2)}
 
 
+def baseline(url: str, jit: bool) -> dict:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SET jit = " + ("on" if jit else "off"))
+        t = time.perf_counter()
+        n = c.execute("DELETE FROM sessions WHERE expires_at < now()").rowcount
+        s = time.perf_counter() - t
+    return {"rows": n, "seconds": round(s, 4), "rows_per_s": round(n / s)}
+
+
+def pgkeeper_run(url: str, options: dict | None = None) -> dict:
+    from pgkeeper import runner
+    from pgkeeper.jobs.cleanup import JOB
+    from pgkeeper.local.context import LocalContext
+    from pgkeeper.triggers import JobRequest
+
+    os.environ["DATABASE_URL"] = url
+    t = time.perf_counter()
+    # The job's logs and metrics go to stdout in Lambda; here stdout is the bench's summary.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = runner.execute(JOB, JobRequest(job="cleanup", options=options or {}), LocalContext(900))
+    wall = time.perf_counter() - t
+    target = result["report"]["targets"][0]
+    analyze_s = (target.get("analyze_ms") or 0) / 1000
+    seconds = (target["checked_ms"] + target["duration_ms"]) / 1000 - analyze_s
+    n = target["rows_deleted"]
+    return {"rows": n, "seconds": round(seconds, 4), "rows_per_s": round(n / seconds),
+            "end_to_end_rows_per_s": round(n / (wall - analyze_s)),
+            "transactions": target["transactions"], "longest_transaction_ms": target["longest_transaction_ms"],
+            "analyze_ms": target.get("analyze_ms"), "outcome": target["outcome"], "method": target["method"],
+            "retried": target.get("retried")}
+
+
+def skip_locked_always(url: str, target_ms: int) -> dict:
+    """The SKIP LOCKED statement for every batch, with the same TID walk and sizing."""
+    from pgkeeper.cleanup import batches
+    from pgkeeper.cleanup.predicate import Predicate
+    from pgkeeper.cleanup.resolve import Heap
+    from pgkeeper.cleanup.sizing import Sizer
+    from pgkeeper.cleanup.walkers import TidRangeWalk, relation_blocks
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SET synchronous_commit = off")
+        cutoff = c.execute("SELECT now()").fetchone()[0]
+        oid = c.execute("SELECT 'sessions'::regclass::oid").fetchone()[0]
+        heap = Heap(oid, "public", "sessions", ("id",))
+        pred = Predicate(sql.SQL("expires_at < %s"), (cutoff,), cutoff)
+        walker = TidRangeWalk(heap, relation_blocks(c, oid))
+        sizer = Sizer(target_ms, walker.initial, walker.maximum)
+        total, longest = 0, 0.0
+        t0 = time.perf_counter()
+        while (rng := walker.next_range(c, sizer.size)) is not None:
+            q, p = batches.delete_statement(heap, rng, pred, skip_locked=True)
+            t = time.perf_counter()
+            n = c.execute(q, p).rowcount
+            ms = (time.perf_counter() - t) * 1000
+            longest = max(longest, ms)
+            total += n
+            walker.advance(rng)
+            sizer.record(rng.size, ms, n)
+        s = time.perf_counter() - t0
+    return {"rows": total, "seconds": round(s, 4), "rows_per_s": round(total / s),
+            "longest_transaction_ms": round(longest, 1)}
+
+
 def median_rate(runs: list[dict]) -> float:
     return statistics.median(r["rows_per_s"] for r in runs)
 
 
+def best_rate(runs: list[dict]) -> float:
+    return max(r["rows_per_s"] for r in runs)
+
+
+def measure(template: str, repeats: int, label: str) -> dict:
+    """Interleaved baseline / pgkeeper / baseline (JIT off) runs on fresh copies of `template`."""
+    base: list[dict] = []
+    base_nojit: list[dict] = []
+    ours: list[dict] = []
+    for r in range(repeats):
+        with fresh_copy(template) as url:
+            base.append(baseline(url, jit=True))
+        with fresh_copy(template) as url:
+            ours.append(pgkeeper_run(url))
+        with fresh_copy(template) as url:
+            base_nojit.append(baseline(url, jit=False))
+        log(f"{label} #{r + 1}: single DELETE {base[-1]['rows_per_s']}/s (JIT off {base_nojit[-1]['rows_per_s']}/s), "
+            f"pgkeeper {ours[-1]['rows_per_s']}/s in {ours[-1]['transactions']} txns, "
+            f"longest {ours[-1]['longest_transaction_ms']} ms")
+    base_rate = max(median_rate(base), median_rate(base_nojit))
+    base_best = max(best_rate(base), best_rate(base_nojit))
+    return {
+        "baseline_rows_per_s": round(base_rate),
+        "pgkeeper_rows_per_s": round(median_rate(ours)),
+        "ratio": round(median_rate(ours) / base_rate, 3),
+        "ratio_best": round(best_rate(ours) / base_best, 3),
+        "end_to_end_ratio": round(statistics.median(r["end_to_end_rows_per_s"] for r in ours) / base_rate, 3),
+        "max_txn_ms": max(r["longest_transaction_ms"] for r in ours),
+        "baseline_runs": {"jit_on": base, "jit_off": base_nojit},
+        "pgkeeper_runs": ours,
+    }
+
+
 def main(quick: bool) -> dict:
     rows = 400_000 if quick else 2_000_000
-    repeats = 2 if quick else 3
+    repeats = 3 if quick else 5
     from pgkeeper import config
     from pgkeeper.log import logger
 
     logger.setLevel("WARNING")
     result: dict = {"rows": rows, "expired_fraction": 0.5, "repeats": repeats, "layouts": {}}
-    with scratch_database("pgk_bench_cleanup") as url, tempfile.TemporaryDirectory() as tmp:
+    prefix = f"pgk_bench_cleanup_{uuid.uuid4().hex[:6]}"
+    saved = {k: os.environ.get(k) for k in ("PGKEEPER_PLAN", "DATABASE_URL")}
+    templates: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
         plan = Path(tmp) / "plan.yaml"
         plan.write_text(json.dumps({"version": 1, "cleanup": {"targets": [
             {"name": "sessions", "table": "sessions", "expiry_column": "expires_at", "allow_large": True}]}}))
-        saved = {k: os.environ.get(k) for k in ("PGKEEPER_PLAN", "DATABASE_URL")}
-        os.environ.update({"PGKEEPER_PLAN": str(plan), "DATABASE_URL": url})
+        os.environ["PGKEEPER_PLAN"] = str(plan)
         config.reset()
         try:
-            with psycopg.connect(url, autocommit=True) as c:
-                for layout in LAYOUTS:
-                    log(f"{layout}: building {rows} rows")
-                    make_source(c, layout, rows)
-                    base: list[dict] = []
-                    base_nojit: list[dict] = []
-                    ours: list[dict] = []
-                    for r in range(repeats):
-                        # Interleaved, so drift in the machine's load hits all of them alike.
-                        rebuild(c, layout)
-                        base.append(baseline(url, jit=True))
-                        rebuild(c, layout)
-                        ours.append(pgkeeper_run())
-                        rebuild(c, layout)
-                        base_nojit.append(baseline(url, jit=False))
-                        log(f"{layout} #{r + 1}: single DELETE {base[-1]['rows_per_s']}/s (jit off "
-                            f"{base_nojit[-1]['rows_per_s']}/s), pgkeeper {ours[-1]['rows_per_s']}/s in "
-                            f"{ours[-1]['transactions']} txns, longest {ours[-1]['longest_transaction_ms']} ms")
-                    base_rate = max(median_rate(base), median_rate(base_nojit))
-                    rebuild(c, layout)
-                    _b, base_writer = with_writer(url, layout, rows, lambda: baseline(url, jit=True))
-                    rebuild(c, layout)
-                    ours_w, ours_writer = with_writer(url, layout, rows, pgkeeper_run)
-                    rebuild(c, layout)
-                    keyset = pgkeeper_run({"method": "keyset"})
-                    detail = {
-                        "baseline_rows_per_s": round(base_rate),
-                        "baseline_runs": {"jit_on": base, "jit_off": base_nojit},
-                        "pgkeeper_rows_per_s": round(median_rate(ours)),
-                        "pgkeeper_runs": ours,
-                        "ratio": round(median_rate(ours) / base_rate, 3),
-                        "max_txn_ms": max(r["longest_transaction_ms"] for r in [*ours, ours_w]),
-                        "writer_during_single_delete": base_writer,
-                        "writer_during_pgkeeper": {**ours_writer, "pgkeeper_run": ours_w},
-                        "keyset_fallback": {**keyset, "ratio": round(keyset["rows_per_s"] / base_rate, 3)},
-                    }
-                    if layout == "scattered":
-                        rebuild(c, layout)
+            for layout in LAYOUTS:
+                template = f"{prefix}_{layout}"
+                log(f"{layout}: building {rows} rows")
+                build_template(template, layout, rows, expiry_index=True)
+                templates.append(template)
+                detail = measure(template, repeats, layout)
+                with fresh_copy(template) as url:
+                    _b, detail["writer_during_single_delete"] = with_writer(url, rows, lambda u=url: baseline(u, True))
+                with fresh_copy(template) as url:
+                    run, writer = with_writer(url, rows, lambda u=url: pgkeeper_run(u))
+                    detail["writer_during_pgkeeper"] = {**writer, "pgkeeper_run": run}
+                    detail["max_txn_ms"] = max(detail["max_txn_ms"], run["longest_transaction_ms"])
+                with fresh_copy(template) as url:
+                    keyset = pgkeeper_run(url, {"method": "keyset"})
+                detail["keyset_fallback"] = {**keyset,
+                                             "ratio": round(keyset["rows_per_s"] / detail["baseline_rows_per_s"], 3)}
+                if layout == "scattered":
+                    with fresh_copy(template) as url:
                         always = skip_locked_always(url, 100)
-                        detail["skip_locked_every_batch"] = {**always, "ratio": round(always["rows_per_s"] / base_rate, 3)}
-                    result["layouts"][layout] = detail
-                    log(f"{layout}: ratio {detail['ratio']}, max txn {detail['max_txn_ms']} ms, writer p99 "
-                        f"{ours_writer['p99_ms']} ms (single DELETE: {base_writer['p99_ms']} ms)")
-                    c.execute(f"DROP TABLE src_{layout}")
+                    detail["skip_locked_every_batch"] = {
+                        **always, "ratio": round(always["rows_per_s"] / detail["baseline_rows_per_s"], 3)}
+                if not quick:
+                    bare = f"{prefix}_{layout}_noidx"
+                    build_template(bare, layout, rows, expiry_index=False)
+                    templates.append(bare)
+                    no_index = measure(bare, 3, f"{layout} without expires_at index")
+                    detail["without_expiry_index"] = {k: no_index[k] for k in (
+                        "baseline_rows_per_s", "pgkeeper_rows_per_s", "ratio", "ratio_best", "max_txn_ms")}
+                result["layouts"][layout] = detail
+                log(f"{layout}: ratio {detail['ratio']} (best {detail['ratio_best']}), max txn "
+                    f"{detail['max_txn_ms']} ms, writer p99 {detail['writer_during_pgkeeper']['p99_ms']} ms "
+                    f"(single DELETE: {detail['writer_during_single_delete']['p99_ms']} ms)")
         finally:
+            for name in templates:
+                admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -260,6 +300,7 @@ def main(quick: bool) -> dict:
             config.reset()
     layouts = result["layouts"]
     result["throughput_ratio"] = min(d["ratio"] for d in layouts.values())
+    result["ratio_best"] = min(d["ratio_best"] for d in layouts.values())
     result["max_txn_ms"] = max(d["max_txn_ms"] for d in layouts.values())
     result["writer_p99_ms"] = max(d["writer_during_pgkeeper"]["p99_ms"] for d in layouts.values())
     result["writer_p99_ms_single_delete"] = max(d["writer_during_single_delete"]["p99_ms"] for d in layouts.values())

@@ -388,9 +388,91 @@ def test_backups_list_shows_only_complete_backups(seeded, plan, s3, capsys):
     assert len(listing["incomplete"]) == 1
 
 
-def test_dump_runs_without_password_in_its_command_line(seeded, plan, s3):
+def test_dump_runs_without_password_in_its_command_line():
     from pgkeeper.backup.pgtools import libpq_target
 
     target, env = libpq_target("postgresql://app:s3cr%40t@db.example.com:5432/prod?sslmode=require", "x")
     assert "s3cr" not in target and env == {"PGPASSWORD": "s3cr@t"}
     assert "sslmode=require" in target and "dbname=prod" in target
+
+
+def test_pg_dump_is_pointed_at_neons_direct_host_not_the_pooler():
+    from pgkeeper.backup.pgtools import libpq_target
+    from pgkeeper.plan.database import DatabaseSettings
+
+    db = Database("postgresql://app:pw@ep-cool-river-123456-pooler.eu-central-1.aws.neon.tech/neondb?sslmode=require",
+                  DatabaseSettings(), "backup")
+    target, _ = libpq_target(db.conninfo, "pgkeeper/backup/pg_dump")
+    assert "host=ep-cool-river-123456.eu-central-1.aws.neon.tech" in target and "pooler" not in target
+
+
+def test_restore_through_psql_commits_only_a_whole_verified_script(seeded, plan, s3, make_database):
+    """The path for pg_restore 17+ into a server before 17 (pg_restore --file - | psql), forced here
+    with the machine's client: all rows arrive; a mismatching object commits nothing."""
+    from pgkeeper.backup import pgtools
+    from pgkeeper.backup.errors import ChecksumMismatchError
+    from pgkeeper.backup.restore import restore_backup
+    from pgkeeper.backup.store import BackupStore
+
+    report = _run()["report"]
+    store = BackupStore(s3, BUCKET, "pgkeeper/", _dbname(seeded))
+    ref = store.find(report["key"])
+    manifest = store.read_manifest(ref)
+    tool = pgtools.find("pg_restore")
+
+    good = make_database()
+    result = restore_backup(store, ref, good, tool, manifest=manifest, script=True)
+    assert result["mismatches"] == [] and result["rows"] == report["rows"]
+    with psycopg.connect(seeded) as src, psycopg.connect(good) as dst:
+        assert _content(dst, '"Audit Log"."Entry"') == _content(src, '"Audit Log"."Entry"')
+
+    _recompress(s3, report["key"])
+    bad = make_database()
+    with pytest.raises(ChecksumMismatchError):
+        restore_backup(store, store.find(report["key"]), bad, tool, manifest=manifest, script=True)
+    with psycopg.connect(bad) as dst:
+        assert dst.execute("SELECT count(*) FROM pg_class WHERE relname = 'users'").fetchone()[0] == 0
+
+
+def test_script_copy_drops_only_the_preambles_transaction_timeout():
+    import io
+
+    from pgkeeper.backup.restore import copy_script
+
+    script = (b"--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\nBEGIN;\n\nSET statement_timeout = 0;\n"
+              b"SET transaction_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\n"
+              b"CREATE TABLE public.t (x text);\nCOPY public.t (x) FROM stdin;\nSET transaction_timeout = 0;\n\\.\n"
+              b"COMMIT;\n")
+    out = io.BytesIO()
+    copy_script(io.BytesIO(script), out)
+    assert out.getvalue() == script.replace(b"SET transaction_timeout = 0;\nSELECT", b"SELECT", 1)
+    assert out.getvalue().count(b"SET transaction_timeout = 0;") == 1  # the row in the data is kept
+
+
+def test_excluded_tables_and_table_data_stay_out_of_dump_and_manifest(seeded, plan, s3, make_database):
+    plan(exclude_tables=['"Session"'], exclude_table_data=['"Audit Log"."Entry"'])
+    report = _run()["report"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read())
+    names = {(t["schema"], t["name"]) for t in manifest["tables"]}
+    assert ("public", "Session") not in names and ("Audit Log", "Entry") not in names
+    assert ("public", "users") in names
+
+    target = make_database()
+    assert cli(["restore", "--latest", "--to", target, "--database", _dbname(seeded)]) == 0
+    with psycopg.connect(target) as dst:
+        assert dst.execute("SELECT to_regclass('public.\"Session\"')").fetchone()[0] is None
+        assert dst.execute('SELECT count(*) FROM "Audit Log"."Entry"').fetchone()[0] == 0  # table kept, rows not
+        assert dst.execute("SELECT count(*) FROM users").fetchone()[0] == 3000
+
+
+def test_plan_check_names_missing_exclusions_and_an_old_pg_dump(seeded, plan, pg, tmp_path, monkeypatch):
+    plan(exclude_tables=["public.nope"], exclude_schemas=["ghost"])
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+    (fake / "pg_dump").chmod(0o755)
+    monkeypatch.setenv("PGKEEPER_PG_BIN_DIR", str(fake))
+    problems = JOB.check(get_plan(), pg)
+    assert any("exclude_tables: table public.nope does not exist" in p for p in problems)
+    assert any("exclude_schemas: schema 'ghost' does not exist" in p for p in problems)
+    assert any("pg_dump 9.6 " in p and "older than the server" in p for p in problems)

@@ -159,8 +159,9 @@ def test_100k_matching_keys_are_cleared_in_bounded_batches(backend, r, ns):
     # keyspace in COUNT-sized steps, so there were at least keyspace/COUNT calls.
     assert report["max_unlink_keys"] <= 500
     assert report["calls"] >= 120_000 // 1000
-    # Measured and reported; a generous bound (the property is the batching, not the machine).
-    assert 0 < report["max_call_ms"] < 250
+    # Measured and reported (bench/cache.py compares it with KEYS+DEL); not asserted as a time,
+    # since the property under test is the batching, not this machine's load.
+    assert report["max_call_ms"] > 0
 
 
 def test_command_error_fails_that_item_but_the_rest_is_still_invalidated(backend, r, ns):

@@ -371,3 +371,46 @@ def test_no_targets_is_a_quiet_success(use_db, write_plan, lambda_context):
     write_plan({"version": 1})
     result = cleanup(lambda_context)
     assert result["status"] == "succeeded" and result["report"]["targets"] == []
+
+
+STEADY = """
+CREATE TABLE sessions (id bigint PRIMARY KEY, user_id int NOT NULL, expires_at timestamptz NOT NULL);
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);
+-- An hourly run's usual view: 50 of 20,000 sessions expired since the last run.
+INSERT INTO sessions SELECT g, g % 100, now() + CASE WHEN g % 400 = 0 THEN interval '-10 minutes'
+                                                 ELSE (g % 1000 + 1) * interval '1 hour' END
+FROM generate_series(1, 20000) g;
+ANALYZE sessions;
+"""
+
+
+def test_a_few_expired_rows_are_deleted_through_the_expiry_index_in_one_transaction(use_db, pg, write_plan,
+                                                                                   lambda_context):
+    pg.execute(STEADY)
+    write_plan(plan({"table": "sessions", "expiry_column": "expires_at"}))
+
+    result = cleanup(lambda_context)
+
+    [target] = result["report"]["targets"]
+    assert target["method"] == "index" and target["transactions"] == 1
+    assert target["rows_deleted"] == 50 and target["outcome"] == "done"
+    assert pg.execute("SELECT count(*) FROM sessions WHERE expires_at < now()").fetchone()[0] == 0
+    assert pg.execute("SELECT count(*) FROM sessions").fetchone()[0] == 19950
+
+
+def test_a_locked_row_sends_the_index_path_back_to_the_walk_which_skips_it(use_db, pg, write_plan,
+                                                                          lambda_context):
+    import psycopg
+
+    pg.execute(STEADY)
+    write_plan(plan({"table": "sessions", "expiry_column": "expires_at"}))
+    with psycopg.connect(use_db) as app:
+        app.execute("SELECT 1 FROM sessions WHERE id = 400 FOR UPDATE")
+
+        result = cleanup(lambda_context)
+
+        app.rollback()
+    [target] = result["report"]["targets"]
+    assert target["method"] == "tid_range" and target["skipped_locked"] == 1
+    assert target["rows_deleted"] == 49
+    assert pg.execute("SELECT array_agg(id) FROM sessions WHERE expires_at < now()").fetchone()[0] == [400]

@@ -8,6 +8,6 @@ and `restore`.
 
 from __future__ import annotations
 
-from .errors import BackupError, ChecksumMismatchError, VerificationError, VersionMismatchError
+from .errors import BackupError, ChecksumMismatchError, RestoreError, VerificationError, VersionMismatchError
 
-__all__ = ["BackupError", "ChecksumMismatchError", "VerificationError", "VersionMismatchError"]
+__all__ = ["BackupError", "ChecksumMismatchError", "RestoreError", "VerificationError", "VersionMismatchError"]

@@ -27,3 +27,9 @@ class ChecksumMismatchError(VerificationError):
     """The object's SHA-256 differs from the manifest's: it was altered or damaged after upload."""
 
     reason = "checksum_mismatch"
+
+
+class RestoreError(PgkeeperError):
+    """pg_restore (or psql) failed while restoring; its transaction was rolled back."""
+
+    reason = "restore_failed"

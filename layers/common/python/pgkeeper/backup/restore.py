@@ -181,7 +181,7 @@ def list_sink(tool: Tool) -> Sink:
 
 
 def restore_sink(tool: Tool, conninfo: str, *, server_version_num: int, with_owners: bool = False,
-                 purpose: str = "restore") -> Sink | ScriptSink:
+                 purpose: str = "restore", script: bool | None = None) -> Sink | ScriptSink:
     """pg_restore into `conninfo`, all or nothing (one transaction; the first error stops it).
 
     pg_restore 17+ starts every session with `SET transaction_timeout = 0`, which servers before 17
@@ -193,19 +193,33 @@ def restore_sink(tool: Tool, conninfo: str, *, server_version_num: int, with_own
         # Another environment rarely has the same roles; owners and grants would fail the restore.
         argv += ["--no-owner", "--no-privileges"]
     target, env = libpq_target(conninfo, f"pgkeeper/{purpose}")
-    if tool.major >= 17 and server_version_num < 170000:
+    if script is None:
+        script = tool.major >= 17 and server_version_num < 170000
+    if script:
         psql = find("psql")
-        script = Sink("pg_restore", [*argv, "--file", "-"], child_env(tool, {}), capture_stdout=False,
-                      stdout_pipe=True)
+        writer = Sink("pg_restore", [*argv, "--file", "-"], child_env(tool, {}), stdout_pipe=True)
         runner = Sink("psql", [psql.path, "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1", "--dbname", target],
                       child_env(psql, env))
-        return ScriptSink(script, runner)
+        return ScriptSink(writer, runner)
     return Sink("pg_restore", [*argv, "--exit-on-error", "--dbname", target], child_env(tool, env))
 
 
 # The script's preamble: comments, psql meta-commands (\restrict), BEGIN and the session settings.
 _HEADER_LINE = re.compile(rb"^(--.*|\\.*|BEGIN;|SET .*|SELECT pg_catalog\.set_config\(.*|)\n$")
 _DROP = b"SET transaction_timeout = 0;\n"
+
+
+def copy_script(src: Any, dst: Any) -> None:
+    """Copy pg_restore's SQL script from `src` to `dst` without the preamble's
+    `SET transaction_timeout = 0;`; everything after the preamble (data included) is copied as is."""
+    while line := src.readline():
+        if not _HEADER_LINE.match(line):
+            dst.write(line)
+            break
+        if line != _DROP:
+            dst.write(line)
+    while chunk := src.read(READ_SIZE):
+        dst.write(chunk)
 
 
 class ScriptSink:
@@ -231,22 +245,9 @@ class ScriptSink:
         return self.script.open
 
     def _pump_script(self) -> None:
-        src = self.script.proc.stdout
         dst = self.runner.proc.stdin
         try:
-            in_header = True
-            while in_header:
-                line = src.readline()
-                if not line:
-                    break
-                if _HEADER_LINE.match(line):
-                    if line != _DROP:
-                        dst.write(line)
-                    continue
-                dst.write(line)
-                in_header = False
-            while chunk := src.read(READ_SIZE):
-                dst.write(chunk)
+            copy_script(self.script.proc.stdout, dst)
             dst.close()
         except BrokenPipeError as exc:
             # psql stopped (ON_ERROR_STOP): stop pg_restore too, the failure is psql's to tell.
@@ -320,6 +321,7 @@ def restore_backup(
     manifest: dict,
     with_owners: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    script: bool | None = None,
 ) -> dict:
     """Restore backup `ref` into the database `target` and compare its row counts with the manifest.
 
@@ -332,7 +334,7 @@ def restore_backup(
     with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
         version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
     body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
-    sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners)
+    sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
     stats = stream_archive(body, [sink], expected_sha256=manifest["sha256"], hold_back=True,
                            on_progress=on_progress)
     with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:

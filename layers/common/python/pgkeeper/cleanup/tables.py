@@ -13,7 +13,7 @@ from ..budget import Budget
 from ..log import logger
 from ..plan.cleanup import CleanupPlan
 from . import estimate, predicate
-from .batches import BatchError, Settings, Totals, walk
+from .batches import BatchError, Settings, Totals, index_path, walk
 from .resolve import Heap, TableTarget, TargetProblems
 from .walkers import KeysetWalk, TidRangeWalk, relation_blocks
 
@@ -98,8 +98,10 @@ class TableRun:
         limit = self._limit()
         rows_before = estimate.planner_rows(self.conn, heaps)
         in_flight_limit: int | None = None
+        estimates: list[estimate.Estimate] = []
         if limit is not None or self.dry_run:
-            est = sum((estimate.sample(self.conn, h, pred) for h in heaps), estimate.Estimate())
+            estimates = [estimate.sample(self.conn, h, pred) for h in heaps]
+            est = sum(estimates, estimate.Estimate())
             rows_before = est.rows
             self.report["estimate"] = {"table_rows": est.rows, "matching": est.matching, "exact": est.exact}
             if limit is not None:
@@ -117,10 +119,15 @@ class TableRun:
         settings = Settings(self.plan.target_transaction_ms, self.plan.cap_ms, self.budget,
                             dry_run=self.dry_run, limit_rows=in_flight_limit)
         stop = "done"
+        by_index = 0
         for i, heap in enumerate(heaps):
             walker = self._walker(heap)
             set_timeouts(self.conn, int(self.plan.cap_ms * 0.9), self.plan.row_lock_timeout_ms(self.lock_timeout_ms))
+            expected = estimates[i].matching if estimates else None
             try:
+                if index_path(self.conn, heap, pred, settings, self.totals, expected):
+                    by_index += 1
+                    continue
                 stop = walk(self.conn, heap, walker, pred, settings, self.totals)
             except BatchError as exc:
                 self.report.update(outcome="failed", error=str(exc))
@@ -133,6 +140,8 @@ class TableRun:
                 break
         else:
             self.report["remaining"] = self.totals.rows if self.dry_run else self.totals.skipped_locked
+        if by_index == len(heaps):
+            self.report["method"] = "index"
 
         self.report["outcome"] = {
             "done": "dry_run" if self.dry_run else "done",

@@ -11,11 +11,14 @@ import json
 import sys
 import time
 
+import psycopg
+
 from ..backup import manifest as mf
 from ..backup import pgtools
+from ..backup.errors import BackupError, RestoreError, VerificationError
 from ..backup.restore import restore_backup, user_tables
 from ..dsn import redact, session_conninfo
-from ..errors import ConfigError
+from ..errors import ConfigError, DatabaseUnavailableError
 from .backups import add_location_args, locate
 
 
@@ -73,17 +76,23 @@ def run_restore(args: argparse.Namespace) -> int:
     pgtools.check_restore_version(tool, mf.dump_major(manifest))
     target = session_conninfo(args.to)
     where = redact(target)
-    if not args.allow_nonempty:
+    try:
         existing = user_tables(target)
-        if existing:
-            raise ConfigError(f"{where} already has {existing} table(s)/view(s)/sequence(s): restore into an empty "
-                              "database (createdb NAME) or pass --allow-nonempty")
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(f"cannot connect to {where}: {str(exc).strip().splitlines()[0]}") from exc
+    if not args.allow_nonempty and existing:
+        raise ConfigError(f"{where} already has {existing} table(s)/view(s)/sequence(s): restore into an empty "
+                          "database (createdb NAME) or pass --allow-nonempty")
     print(f"restoring s3://{store.bucket}/{ref.key} ({ref.size / 1e6:.1f} MB, taken {manifest.get('started_at')}, "
           f"{len(manifest.get('tables', []))} tables) into {where}", file=sys.stderr)
     progress = ProgressLine(ref.size)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
                                 on_progress=progress)
+    except VerificationError:
+        raise  # checksum mismatch: its own reason code
+    except BackupError as exc:
+        raise RestoreError(f"{exc}; nothing was committed to {where}") from exc
     finally:
         progress.done()
     result["target"] = where
