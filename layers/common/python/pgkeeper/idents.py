@@ -47,3 +47,18 @@ def display(schema: str, name: str) -> str:
         return part if re.fullmatch(r"[a-z_][a-z0-9_$]*", part) else '"' + part.replace('"', '""') + '"'
 
     return f"{one(schema)}.{one(name)}"
+
+
+class QualifiedName:
+    """Mixin for records with `schema` and `name` fields: a dict key and a name for reports."""
+
+    schema: str
+    name: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return display(self.schema, self.name)

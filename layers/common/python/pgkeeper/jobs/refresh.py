@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from .. import cache
 from ..errors import EventError, PgkeeperError
-from ..idents import display, qualify
+from ..idents import QualifiedName, display, qualify
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
 from ..plan.base import SqlName
@@ -65,20 +65,12 @@ class RefreshOptions(Options):
 
 
 @dataclass
-class Target:
+class Target(QualifiedName):
     schema: str
     name: str
     spec: ViewSpec
     definition: Definition | None = None
     definition_error: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return display(self.schema, self.name)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from ..idents import display
+from ..idents import QualifiedName
 
 _RELATIONS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relispopulated
@@ -34,20 +34,12 @@ JOIN pg_catalog.pg_class used ON used.oid = d.refobjid AND used.relkind IN ('m',
 
 
 @dataclass(frozen=True)
-class Relation:
+class Relation(QualifiedName):
     oid: int
     schema: str
     name: str
     kind: str  # 'm' materialized view, 'v' view
     populated: bool
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return display(self.schema, self.name)
 
     @property
     def ident(self) -> sql.Identifier:

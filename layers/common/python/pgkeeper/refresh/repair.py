@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from ..idents import display
+from ..idents import QualifiedName
 from .catalog import Catalog, Relation
 from .definitions import Definition
 from .session import Session
@@ -32,19 +32,11 @@ _PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES",
 
 
 @dataclass
-class Member:
+class Member(QualifiedName):
     schema: str
     name: str
     definition: Definition
     old: Relation | None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return display(self.schema, self.name)
 
 
 @dataclass
