@@ -476,3 +476,58 @@ def test_plan_check_names_missing_exclusions_and_an_old_pg_dump(seeded, plan, pg
     assert any("exclude_tables: table public.nope does not exist" in p for p in problems)
     assert any("exclude_schemas: schema 'ghost' does not exist" in p for p in problems)
     assert any("pg_dump 9.6 " in p and "older than the server" in p for p in problems)
+
+
+def test_pipe_chunks_fill_whole_chunks_from_small_writes_and_keep_every_byte():
+    """pg_dump writes a few KB at a time; the compressor must still get full chunks, nothing lost."""
+    import threading
+
+    from pgkeeper.backup.pipeline import PipeChunks
+
+    data = os.urandom(3000) * 700  # 2.1 MB in 3 KB writes
+    r, w = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(w, "wb", buffering=0) as out:
+            for i in range(0, len(data), 3000):
+                out.write(data[i:i + 3000])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(r, "rb", buffering=0) as stream:
+        sizes, got = [], bytearray()
+        for chunk in PipeChunks(stream, 64 * 1024):
+            sizes.append(len(chunk))
+            got += chunk
+    writer.join()
+    assert bytes(got) == data
+    assert all(s == 64 * 1024 for s in sizes[:-1]) and 0 < sizes[-1] <= 64 * 1024
+
+
+class _FailingBody:
+    """An S3 body whose connection breaks after `good` bytes."""
+
+    def __init__(self, data: bytes, good: int) -> None:
+        self._data, self._good, self._pos = data, good, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._pos >= self._good:
+            raise ConnectionResetError("connection reset by peer")
+        out = self._data[self._pos:self._pos + min(size, self._good - self._pos)]
+        self._pos += len(out)
+        return out
+
+
+def test_read_back_checks_hash_and_size_and_raises_a_broken_download():
+    """The read-ahead thread hashes every byte in order, and its errors reach the reader (no hang)."""
+    import hashlib
+    import io
+
+    from pgkeeper.backup.restore import stream_archive
+
+    archive = os.urandom(1 << 20) + b"pg_dump archive " * 300_000  # compresses to more than one 1 MiB read-ahead chunk
+    blob = zstandard.ZstdCompressor(level=3).compress(archive)
+    stats = stream_archive(io.BytesIO(blob), [], expected_sha256=hashlib.sha256(blob).hexdigest(), hold_back=True)
+    assert (stats.bytes_compressed, stats.bytes_decompressed) == (len(blob), len(archive))
+    with pytest.raises(ConnectionResetError):
+        stream_archive(_FailingBody(blob, len(blob) // 2), [], expected_sha256=None, hold_back=False)

@@ -8,7 +8,9 @@ the end of the archive, so its transaction never commits and nothing is restored
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import re
 import subprocess
 import threading
@@ -42,6 +44,73 @@ class HashingReader:
             self.sha.update(data)
             self.bytes += len(data)
         return data
+
+
+class Prefetcher:
+    """Reads (and hashes) the object in a thread of its own, a few chunks ahead of the decompressor.
+
+    Download, SHA-256 and decompression then overlap instead of taking turns (each releases the GIL
+    for its bulk work). At most `depth` chunks wait, so memory stays bounded. `read()` returns the
+    next chunk whatever `size` asks (a short read is allowed), b"" at the end, and raises the
+    reading thread's error.
+    """
+
+    _END = object()
+
+    def __init__(self, body: Any, *, chunk: int = READ_SIZE, depth: int = 8) -> None:
+        self._reader = HashingReader(body)
+        self._chunk = chunk
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="pgkeeper-read", daemon=True)
+        self._thread.start()
+
+    @property
+    def sha(self) -> Any:
+        return self._reader.sha
+
+    @property
+    def bytes(self) -> int:
+        return self._reader.bytes
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._reader.read(self._chunk)
+                self._put(data or self._END)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        if self._done:
+            return b""
+        item = self._queue.get()
+        if item is self._END:
+            self._done = True
+            self._thread.join()  # the hash is complete once the thread is done
+            return b""
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the reading thread (it may be blocked on a full queue or on the network)."""
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
 
 
 class Sink:
@@ -128,7 +197,7 @@ def stream_archive(
     nothing) and the error is raised.
     """
     started = time.monotonic()
-    reader = HashingReader(body)
+    reader = Prefetcher(body)
     decompressed = 0
     pending: bytes | None = None
     try:
@@ -167,6 +236,8 @@ def stream_archive(
         for sink in sinks:
             sink.kill()
         raise
+    finally:
+        reader.close()
     return StreamStats(digest, reader.bytes, decompressed, time.monotonic() - started)
 
 

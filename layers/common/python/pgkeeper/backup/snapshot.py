@@ -136,6 +136,9 @@ class Snapshot:
     def count_rows(self, tables: list[tuple[str, str]]) -> list[TableCount]:
         """Exact counts, one `count(*)` per table, all in the exported snapshot."""
         assert self.conn is not None, "count_rows() outside `with Snapshot(...)`"
+        # The counts run while pg_dump streams and finish long before it: they need to be cheap, not
+        # fast. Parallel workers would take CPU from the dump's own backend for little gain.
+        self.conn.execute("SELECT pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)")
         counts = []
         for schema, name in tables:
             query = sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, name))
