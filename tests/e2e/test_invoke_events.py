@@ -165,6 +165,16 @@ def _backup_restore_tested(conn: Conn, result: dict) -> None:
 
 
 def _cleanup_ran(conn: Conn, result: dict) -> None:
+    # Expired sessions and used/expired tokens are gone; live ones stay (demo/schema.sql seeds both).
+    left = conn.execute("""SELECT (SELECT count(*) FILTER (WHERE expires_at < now()) FROM sessions),
+                                  (SELECT count(*) FROM sessions),
+                                  (SELECT count(*) FILTER (WHERE expires_at < now() OR used_at IS NOT NULL)
+                                   FROM password_reset_tokens),
+                                  (SELECT count(*) FILTER (WHERE expires_at < now()) FROM refresh_tokens)""").fetchone()
+    assert left == (0, 4000, 0, 0), left
+    assert {t["target"]: t["outcome"] for t in result["report"]["targets"]} == {
+        "sessions": "done", "password-reset-tokens": "done", "email-verification-tokens": "done",
+        "refresh-tokens": "done"}
     run_recorded(conn, result, "schedule")
 
 

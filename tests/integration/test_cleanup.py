@@ -262,7 +262,8 @@ def test_a_target_left_for_lack_of_time_is_reported_not_started(use_db, pg, writ
 
 def test_batches_that_would_pass_the_cap_are_cancelled_and_retried_smaller(use_db, pg, write_plan,
                                                                          lambda_context):
-    # A slow ON DELETE trigger (2 ms a row, ~7 rows a block): 8 blocks would take ~100 ms, past the cap.
+    # A slow ON DELETE trigger (2 ms a row, ~7 rows a block): the first batch (8 blocks) would take
+    # over 110 ms, past the cap's statement_timeout (96 ms); one block takes ~15 ms.
     pg.execute("""
         CREATE TABLE sessions (id int PRIMARY KEY, expires_at timestamptz NOT NULL, data text NOT NULL);
         INSERT INTO sessions SELECT g, now() - interval '1 hour', repeat('x', 1000) FROM generate_series(1, 120) g;
@@ -271,7 +272,7 @@ def test_batches_that_would_pass_the_cap_are_cancelled_and_retried_smaller(use_d
         CREATE TRIGGER slow BEFORE DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION slow();
     """)
     write_plan(plan({"table": "sessions", "expiry_column": "expires_at", "allow_large": True},
-                    target_transaction_ms=20, max_transaction_ms=60))
+                    target_transaction_ms=40, max_transaction_ms=120))
 
     result = cleanup(lambda_context)
 
@@ -414,3 +415,27 @@ def test_a_locked_row_sends_the_index_path_back_to_the_walk_which_skips_it(use_d
     assert target["method"] == "tid_range" and target["skipped_locked"] == 1
     assert target["rows_deleted"] == 49
     assert pg.execute("SELECT array_agg(id) FROM sessions WHERE expires_at < now()").fetchone()[0] == [400]
+
+
+def test_walk_stops_once_every_counted_row_is_gone_when_expired_rows_lead_the_table(use_db, pg, write_plan,
+                                                                                   lambda_context):
+    # Sessions inserted in time order: the expired half fills the first blocks, the expiry index
+    # knows how many there are, and the live half need not be read.
+    pg.execute("""
+        CREATE TABLE sessions (id bigint PRIMARY KEY, token text NOT NULL, expires_at timestamptz NOT NULL);
+        CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);
+        INSERT INTO sessions SELECT g, md5(g::text), now() + (g - 30000.5) * interval '1 minute'
+        FROM generate_series(1, 60000) g;
+    """)
+    pg.execute("VACUUM ANALYZE sessions")
+    # Small batches, so that the table is many batches long and the stop is visible.
+    write_plan(plan({"table": "sessions", "expiry_column": "expires_at", "allow_large": True},
+                    target_transaction_ms=5))
+
+    result = cleanup(lambda_context)
+
+    [target] = result["report"]["targets"]
+    assert target["outcome"] == "done" and target["rows_deleted"] == 30000
+    [early] = target["stopped_early"]
+    assert early["matching_at_start"] == 30000 and early["blocks_walked"] < early["blocks"]
+    assert pg.execute("SELECT min(id), count(*) FROM sessions").fetchone() == (30001, 30000)

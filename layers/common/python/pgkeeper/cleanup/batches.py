@@ -71,6 +71,8 @@ class Settings:
     dry_run: bool = False
     limit_rows: int | None = None
     """Stop once more rows than this are gone (the safety rail's second line)."""
+    expected_rows: int | None = None
+    """Every matching row of the heap, counted at the start: the walk may stop once they are all gone."""
 
     @property
     def need_s(self) -> float:
@@ -156,31 +158,40 @@ def uses_tid_range(conn: psycopg.Connection, query: sql.Composed, params: tuple)
 
 def walk(conn: psycopg.Connection, heap: Heap, walker: Walk, pred: Predicate, settings: Settings,
          totals: Totals) -> str:
-    """Delete (or count) every matching row of `heap`; returns why it stopped: done | budget | blocked | limit."""
+    """Delete (or count) every matching row of `heap`; why it stopped: done | counted | budget | blocked | limit."""
     sizer = Sizer(settings.target_ms, walker.initial, walker.maximum)
     skip_locked = False
     lock_failures = cancels = 0
     checked = 0
     trusted = 0 if walker.unit == "blocks" else walker.maximum
+    walked = found = 0
     while True:
         if settings.budget.exhausted(settings.need_s):
             return "budget"
+        size = sizer.size
+        if settings.expected_rows is not None and found and walker.unit == "blocks":
+            # The rows still to find are known: at the density met so far they fill this many
+            # blocks. Rows inserted in time order are contiguous, so a range about that wide (not
+            # a full-size one reaching into the live tail) most likely finishes the job.
+            left = settings.expected_rows - totals.rows - totals.skipped_locked
+            size = min(size, max(int(2 * left * walked / found) + 1, size // 4))
         rng: Range | None = None
         started = time.perf_counter()
         try:
             # Everything that touches the table is in here: a migration's ACCESS EXCLUSIVE lock
             # blocks even reading its size or planning the DELETE.
-            rng = walker.next_range(conn, sizer.size)
+            rng = walker.next_range(conn, size)
             if rng is None:
                 return "done"
             if settings.dry_run:
                 query, params = count_statement(heap, rng, pred)
             else:
                 query, params = delete_statement(heap, rng, pred, skip_locked=skip_locked)
-            if rng.size > trusted:
+            if rng.size > trusted and rng.size * 50 >= getattr(walker, "nblocks", 0):
                 # A range wide enough may tempt the planner into an index scan over the whole expiry
                 # index (re-reading it every batch): check new widths, stay below one that does.
-                # The choice is monotonic in the width, so a width that passed vouches for twice it.
+                # The choice is monotonic in the width, so a width that passed vouches for twice it;
+                # a width under 2% of the table is far from any such crossover.
                 if uses_tid_range(conn, query, params):
                     checked, trusted = rng.size, rng.size * 2
                 elif checked:
@@ -229,11 +240,18 @@ def walk(conn: psycopg.Connection, heap: Heap, walker: Walk, pred: Predicate, se
             totals.skipped_locked += _still_matching(conn, heap, rng, pred)
             skip_locked = False
         walker.advance(rng)
+        walked += rng.size
+        found += max(0, rows)
         sizer.record(rng.size, elapsed_ms, rows)
         logger.debug("batch", extra={"table": heap.display, "range": rng.label, "size": rng.size,
                                      "rows": rows, "ms": round(elapsed_ms, 2), "next_size": sizer.size})
         if settings.limit_rows is not None and totals.rows > settings.limit_rows:
             return "limit"
+        if settings.expected_rows is not None and totals.rows + totals.skipped_locked >= settings.expected_rows:
+            # Every row that matched at the start is gone or skipped: the rest of the heap, read
+            # block by block, could only yield rows that started matching after the count (an
+            # app inserting already-expired rows), which the next run deletes.
+            return "counted"
 
 
 def _table_locked(conn: psycopg.Connection, heap: Heap) -> bool:

@@ -52,15 +52,55 @@ def sample(conn: psycopg.Connection, heap: Heap, pred: Predicate,
     return Estimate(round(total * scale), round(matching * scale), exact=percent >= 100.0)
 
 
-def planner_rows(conn: psycopg.Connection, heaps: list[Heap]) -> int | None:
-    """The planner's row count for the table (reltuples scaled to its current size); None if never analyzed."""
-    row = conn.execute(
-        "SELECT sum(CASE WHEN c.relpages > 0 THEN c.reltuples / c.relpages * "
-        "  (pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::bigint) ELSE 0 END), "
-        "  bool_or(c.reltuples < 0) "
-        "FROM pg_catalog.pg_class c WHERE c.oid = ANY(%s::oid[])",
-        [[h.oid for h in heaps]],
-    ).fetchone()
-    if row is None or row[0] is None or row[1]:
+@dataclass(frozen=True)
+class HeapStats:
+    blocks: int
+    rows: int | None
+    """The planner's row count scaled to the current size; None if never analyzed."""
+    correlation: float | None
+    """How closely the expiry column follows the physical order (ANALYZE's statistic), if known."""
+
+
+def heap_stats(conn: psycopg.Connection, heaps: list[Heap], column: str) -> dict[int, HeapStats]:
+    """Size, planner row count and expiry correlation of every heap, in one round trip."""
+    rows = conn.execute(
+        "SELECT c.oid, s.blocks,"
+        "  CASE WHEN c.reltuples < 0 THEN NULL WHEN c.relpages > 0 THEN c.reltuples / c.relpages * s.blocks"
+        "       ELSE 0 END,"
+        "  (SELECT st.correlation FROM pg_catalog.pg_stats st"
+        "   WHERE st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = %s)"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " CROSS JOIN LATERAL (SELECT pg_catalog.pg_relation_size(c.oid)"
+        "   / pg_catalog.current_setting('block_size')::bigint AS blocks) s"
+        " WHERE c.oid = ANY(%s::oid[])",
+        [column, [h.oid for h in heaps]],
+    ).fetchall()
+    return {r[0]: HeapStats(int(r[1]), None if r[2] is None else int(r[2]),
+                            None if r[3] is None else float(r[3])) for r in rows}
+
+
+CORRELATED = 0.5
+"""pg_stats.correlation above which expired (low) values sit mostly at the start of the heap."""
+
+
+def index_count(conn: psycopg.Connection, heap: Heap, pred: Predicate) -> int | None:
+    """The exact number of matching rows, read from an index alone (an Index Only Scan), or None.
+
+    Only attempted when the planner answers from the index without visiting the table (all-visible
+    pages); bounded by the connection's statement_timeout (the batch cap) in case many pages are not
+    all-visible after all.
+    """
+    query = sql.SQL("SELECT count(*) FROM ONLY {} WHERE {}").format(heap.ident, pred.sql)
+    try:
+        plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, pred.params).fetchone()[0]
+        types = set()
+        stack = [plan[0]["Plan"]]
+        while stack:
+            node = stack.pop()
+            types.add(node["Node Type"])
+            stack += node.get("Plans", [])
+        if "Index Only Scan" not in types or types & {"Seq Scan", "Bitmap Heap Scan", "Index Scan"}:
+            return None
+        return int(conn.execute(query, pred.params).fetchone()[0])
+    except psycopg.errors.QueryCanceled:
         return None
-    return int(row[0])

@@ -7,6 +7,7 @@ that does not fit its column), so `pgkeeper plan check` and a run both name all 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -35,6 +36,8 @@ class Heap:
     schema: str
     name: str
     pk: tuple[str, ...] = ()
+    expiry_indexed: bool = False
+    """A valid index leads with the expiry column (the index path and the early-stop count need one)."""
 
     @property
     def ident(self) -> sql.Identifier:
@@ -54,6 +57,8 @@ class TableTarget:
     relkind: str
     heaps: list[Heap]
     columns: dict[str, str] = field(default_factory=dict)
+    times: dict[str, datetime] = field(default_factory=dict)
+    """The condition's cutoffs, resolved once from the server's clock when the target was checked."""
     checked_ms: float = 0.0
     """How long checking it against the catalog took (reported: it is part of the target's cost)."""
 
@@ -72,22 +77,21 @@ def resolve_table(conn: psycopg.Connection, spec: CleanupTarget) -> TableTarget:
     schema, name = split_name(spec.table)
     shown = display(schema, name)
     row = conn.execute(
-        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c "
-        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        "SELECT c.oid, c.relkind,"
+        "  (SELECT pg_catalog.array_agg(ARRAY[a.attname::text,"
+        "     pg_catalog.format_type(COALESCE(NULLIF(t.typbasetype, 0), a.atttypid), NULL)] ORDER BY a.attnum)"
+        "   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+        "   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s",
         [schema, name],
     ).fetchone()
     if row is None:
         raise TargetProblems([f"table {shown} does not exist"])
-    oid, relkind = row
+    oid, relkind, pairs = row
     if relkind not in ("r", "p"):
         raise TargetProblems([f"{shown} is {_KINDS.get(relkind, 'not a table')}, not a table"])
-
-    columns = dict(conn.execute(
-        "SELECT a.attname, pg_catalog.format_type(COALESCE(NULLIF(t.typbasetype, 0), a.atttypid), NULL) "
-        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
-        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        [oid],
-    ).fetchall())
+    columns = {col: typ for col, typ in pairs or []}
     problems: list[str] = []
 
     def missing(column: str, role: str) -> None:
@@ -109,13 +113,13 @@ def resolve_table(conn: psycopg.Connection, spec: CleanupTarget) -> TableTarget:
                 problems.append(f"{group}[{i}]: older_than needs a timestamp or date column; "
                                 f"{display_col(col)} is {columns[col]}")
 
-    heaps, kinds = _storage(conn, oid, relkind)
+    heaps, kinds, lacking = _storage(conn, oid, expiry)
     for heap_kind, heap_name in kinds:
-        if heap_kind != "r":
-            problems.append(f"{heap_name} (a partition or child of {shown}) is {_KINDS.get(heap_kind, heap_kind)}; "
-                            "cleanup only deletes from tables")
-    for heap in heaps:
-        _privileges(conn, heap, problems)
+        problems.append(f"{heap_name} (a partition or child of {shown}) is {_KINDS.get(heap_kind, heap_kind)}; "
+                        "cleanup only deletes from tables")
+    for heap, privileges in lacking:
+        problems.append(f"the database user lacks {' and '.join(privileges)} on {heap.display}: "
+                        f"GRANT {', '.join(privileges)} ON {heap.display} TO <pgkeeper's user>")
     if problems:
         raise TargetProblems(problems)
 
@@ -128,8 +132,10 @@ def display_col(column: str) -> str:
     return display("x", column)[2:]
 
 
-def _storage(conn: psycopg.Connection, oid: int, relkind: str) -> tuple[list[Heap], list[tuple[str, str]]]:
-    """The table and every descendant (partitions, inheritance children) that holds rows."""
+def _storage(conn: psycopg.Connection, oid: int, expiry: str
+             ) -> tuple[list[Heap], list[tuple[str, str]], list[tuple[Heap, list[str]]]]:
+    """The table and every descendant (partitions, inheritance children) that holds rows, in one query:
+    their primary keys, whether an index leads with the expiry column, and our privileges on them."""
     rows = conn.execute(
         "WITH RECURSIVE tree(oid, depth) AS ("
         " SELECT %s::oid, 0"
@@ -139,32 +145,38 @@ def _storage(conn: psycopg.Connection, oid: int, relkind: str) -> tuple[list[Hea
         "  (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord) FROM pg_catalog.pg_index i"
         "   CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
         "   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-        "   WHERE i.indrelid = c.oid AND i.indisprimary) FROM tree"
-        " JOIN pg_catalog.pg_class c ON c.oid = tree.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        "   WHERE i.indrelid = c.oid AND i.indisprimary),"
+        "  EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
+        "   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        "   WHERE i.indrelid = c.oid AND i.indisvalid AND a.attname = %s),"
+        "  pg_catalog.has_table_privilege(c.oid, 'SELECT'), pg_catalog.has_table_privilege(c.oid, 'DELETE')"
+        " FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         " ORDER BY tree.depth, c.relname",
-        [oid],
+        [oid, expiry],
     ).fetchall()
-    heaps = [Heap(r[0], r[1], r[2], tuple(r[4] or ())) for r in rows if r[3] == "r"]
-    other = [(r[3], display(r[1], r[2])) for r in rows if r[3] not in ("r", "p")]
-    return heaps, other
-
-
-def _privileges(conn: psycopg.Connection, heap: Heap, problems: list[str]) -> None:
-    select, delete = conn.execute(
-        "SELECT pg_catalog.has_table_privilege(%s::oid, 'SELECT'), pg_catalog.has_table_privilege(%s::oid, 'DELETE')",
-        [heap.oid, heap.oid],
-    ).fetchone()
-    lacking = [p for p, ok in (("SELECT", select), ("DELETE", delete)) if not ok]
-    if lacking:
-        problems.append(f"the database user lacks {' and '.join(lacking)} on {heap.display}: "
-                        f"GRANT {', '.join(lacking)} ON {heap.display} TO <pgkeeper's user>")
+    heaps: list[Heap] = []
+    other: list[tuple[str, str]] = []
+    lacking: list[tuple[Heap, list[str]]] = []
+    for r_oid, schema, name, kind, pk, indexed, can_select, can_delete in rows:
+        if kind == "p":
+            continue
+        if kind != "r":
+            other.append((kind, display(schema, name)))
+            continue
+        heap = Heap(r_oid, schema, name, tuple(pk or ()), bool(indexed))
+        heaps.append(heap)
+        missing = [p for p, ok in (("SELECT", can_select), ("DELETE", can_delete)) if not ok]
+        if missing:
+            lacking.append((heap, missing))
+    return heaps, other, lacking
 
 
 def _check_condition(conn: psycopg.Connection, target: TableTarget) -> None:
     """Plan (never run) the condition against the table: values must fit their columns' types."""
     spec = target.spec
     try:
-        times = predicate.resolve_times(conn, spec)
+        times = target.times = predicate.resolve_times(conn, spec)
         pred = predicate.build(spec, times)
         conn.execute(
             sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(target.ident, pred.sql), pred.params

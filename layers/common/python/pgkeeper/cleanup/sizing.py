@@ -14,8 +14,9 @@ class Sizer:
     GROW = 8.0
     GROW_CLEAN = 16.0
     SHRINK = 0.2
-    AIM = 0.8
-    """Aim below the target: a busy machine stretches some batches, and the target is a ceiling."""
+    AIM = 0.7
+    """Aim well below the target: a busy machine stretches some batches by half, the target is a
+    ceiling, and a batch cancelled at the cap wastes all its work."""
 
     def __init__(self, target_ms: float, initial: int, maximum: int, minimum: int = 1) -> None:
         self.target_ms = target_ms * self.AIM

@@ -11,14 +11,18 @@ from psycopg import sql
 
 from ..budget import Budget
 from ..log import logger
+from ..plan.base import column_ident
 from ..plan.cleanup import CleanupPlan
 from . import estimate, predicate
 from .batches import BatchError, Settings, Totals, index_path, walk
 from .resolve import Heap, TableTarget, TargetProblems
-from .walkers import KeysetWalk, TidRangeWalk, relation_blocks
+from .walkers import KeysetWalk, TidRangeWalk
 
 TID_RANGE_MIN_VERSION = 140000
 PHASE_FLOOR_MS = 1000
+CAP_STATEMENT_SHARE = 0.8
+"""statement_timeout is this share of max_transaction_ms: commit, the round trip and a busy client's
+scheduling delays must fit in the rest, so no transaction the app could see runs past the cap."""
 
 
 def choose_method(requested: str, server_version: int) -> str:
@@ -42,7 +46,7 @@ def set_timeouts(conn: psycopg.Connection, statement_ms: int, lock_ms: int) -> N
 
 
 class TableRun:
-    """Cleans one table target; `report()` says what happened."""
+    """Cleans one table target; `run()` returns the report of what happened."""
 
     def __init__(self, conn: psycopg.Connection, target: TableTarget, plan: CleanupPlan, *, method: str,
                  budget: Budget, dry_run: bool, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
@@ -56,6 +60,7 @@ class TableRun:
         self.statement_timeout_ms = statement_timeout_ms
         self.lock_timeout_ms = lock_timeout_ms
         self.totals = Totals()
+        self.stats: dict[int, estimate.HeapStats] = {}
         self.report: dict[str, Any] = {
             "target": self.spec.key, "kind": "table", "table": target.display,
             "condition": predicate.describe(self.spec), "method": method, "dry_run": dry_run,
@@ -90,15 +95,16 @@ class TableRun:
 
     def _run(self) -> None:
         self._phase_timeouts()
-        times = predicate.resolve_times(self.conn, self.spec)
-        pred = predicate.build(self.spec, times)
+        pred = predicate.build(self.spec, self.target.times or predicate.resolve_times(self.conn, self.spec))
         self.report["cutoff"] = pred.cutoff.isoformat()
         heaps = self.target.heaps
+        self.stats = estimate.heap_stats(self.conn, heaps, column_ident(self.spec.expiry_column or ""))
+        known = [self.stats[h.oid].rows for h in heaps]
+        rows_before = None if None in known else sum(r or 0 for r in known)
 
-        limit = self._limit()
-        rows_before = estimate.planner_rows(self.conn, heaps)
-        in_flight_limit: int | None = None
         estimates: list[estimate.Estimate] = []
+        in_flight_limit: int | None = None
+        limit = self._limit()
         if limit is not None or self.dry_run:
             estimates = [estimate.sample(self.conn, h, pred) for h in heaps]
             est = sum(estimates, estimate.Estimate())
@@ -118,37 +124,11 @@ class TableRun:
 
         settings = Settings(self.plan.target_transaction_ms, self.plan.cap_ms, self.budget,
                             dry_run=self.dry_run, limit_rows=in_flight_limit)
-        stop = "done"
-        by_index = 0
-        for i, heap in enumerate(heaps):
-            walker = self._walker(heap)
-            set_timeouts(self.conn, int(self.plan.cap_ms * 0.9), self.plan.row_lock_timeout_ms(self.lock_timeout_ms))
-            expected = estimates[i].matching if estimates else None
-            try:
-                if index_path(self.conn, heap, pred, settings, self.totals, expected):
-                    by_index += 1
-                    continue
-                stop = walk(self.conn, heap, walker, pred, settings, self.totals)
-            except BatchError as exc:
-                self.report.update(outcome="failed", error=str(exc))
-                return
-            finally:
-                self._phase_timeouts()
-            if stop != "done":
-                self.report["stopped_at"] = {"table": heap.display, **walker.progress()}
-                self.report["remaining"] = self._remaining(pred, walker, heaps[i + 1:])
-                break
-        else:
-            self.report["remaining"] = self.totals.rows if self.dry_run else self.totals.skipped_locked
-        if by_index == len(heaps):
-            self.report["method"] = "index"
-
-        self.report["outcome"] = {
-            "done": "dry_run" if self.dry_run else "done",
-            "budget": "partial",
-            "blocked": "blocked",
-            "limit": "failed",
-        }[stop]
+        stop = self._walk_heaps(pred, heaps, estimates, settings)
+        if stop is None:
+            return
+        self.report["outcome"] = {"done": "dry_run" if self.dry_run else "done", "budget": "partial",
+                                  "blocked": "blocked", "limit": "failed"}[stop]
         if stop == "blocked":
             self.report["error"] = ("the table is locked by another session (a migration?): "
                                     "deletes could not get their locks; the next run continues")
@@ -158,10 +138,61 @@ class TableRun:
         if not self.dry_run:
             self._maybe_analyze(rows_before)
 
+    def _walk_heaps(self, pred: predicate.Predicate, heaps: list[Heap], estimates: list[estimate.Estimate],
+                    settings: Settings) -> str | None:
+        """Each heap through the index path or the walk; why it stopped (None: a batch failed)."""
+        by_index = 0
+        for i, heap in enumerate(heaps):
+            walker = self._walker(heap)
+            set_timeouts(self.conn, int(self.plan.cap_ms * CAP_STATEMENT_SHARE),
+                         self.plan.row_lock_timeout_ms(self.lock_timeout_ms))
+            expected = estimates[i].matching if estimates else None
+            try:
+                if heap.expiry_indexed and index_path(self.conn, heap, pred, settings, self.totals, expected):
+                    by_index += 1
+                    continue
+                counted = self._count_through_index(heap, pred)
+                settings.expected_rows = None if counted is None else \
+                    self.totals.rows + self.totals.skipped_locked + counted
+                stop = walk(self.conn, heap, walker, pred, settings, self.totals)
+            except BatchError as exc:
+                self.report.update(outcome="failed", error=str(exc))
+                return None
+            finally:
+                self._phase_timeouts()
+            if stop == "counted":
+                self.report.setdefault("stopped_early", []).append({
+                    "table": heap.display, **walker.progress(), "matching_at_start": counted,
+                    "why": "every row that matched at the start (counted through the expiry index) is gone"})
+            elif stop != "done":
+                self.report["stopped_at"] = {"table": heap.display, **walker.progress()}
+                self.report["remaining"] = self._remaining(pred, walker, heaps[i + 1:])
+                return stop
+        self.report["remaining"] = self.totals.rows if self.dry_run else self.totals.skipped_locked
+        if by_index == len(heaps):
+            self.report["method"] = "index"
+        return "done"
+
+    def _count_through_index(self, heap: Heap, pred: predicate.Predicate) -> int | None:
+        """Count the matching rows first when that is cheap and likely to let the walk stop early.
+
+        Expired rows gathered at the start of the heap (expiry correlated with the physical order:
+        rows inserted in time order) leave a tail of live blocks that a walk reads for nothing,
+        where a single DELETE would use the expiry index to skip them. An Index Only Scan counts
+        the matching rows for a fraction of that read; once that many are gone the walk stops.
+        """
+        spec = self.spec
+        if self.method != "tid_range" or spec.or_if or spec.only_if or not heap.expiry_indexed:
+            return None
+        correlation = self.stats[heap.oid].correlation
+        if correlation is None or correlation < estimate.CORRELATED:
+            return None
+        return estimate.index_count(self.conn, heap, pred)
+
     def _walker(self, heap: Heap) -> TidRangeWalk | KeysetWalk:
         if self.method == "keyset":
             return KeysetWalk(heap)
-        return TidRangeWalk(heap, relation_blocks(self.conn, heap.oid))
+        return TidRangeWalk(heap, self.stats[heap.oid].blocks)
 
     def _limit(self) -> tuple[float, int | None] | None:
         if self.spec.allow_large:

@@ -104,8 +104,11 @@ def run(ctx: JobContext) -> Report:
 
 
 def _session(conn: psycopg.Connection, timezone: str, async_commit: bool) -> None:
+    """The delete session: how naive timestamps read, commit mode, and no parallel workers (a
+    maintenance job keeps to one backend; the app keeps the other cores)."""
     conn.execute("SELECT pg_catalog.set_config('TimeZone', %s, false), "
-                 "pg_catalog.set_config('synchronous_commit', %s, false)",
+                 "pg_catalog.set_config('synchronous_commit', %s, false), "
+                 "pg_catalog.set_config('max_parallel_workers_per_gather', '0', false)",
                  [timezone, "off" if async_commit else "on"])
 
 
