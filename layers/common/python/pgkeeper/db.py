@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import psycopg
 
 from .dsn import redact, resolve_url, session_conninfo
-from .errors import DatabaseUnavailableError
+from .errors import DatabaseUnavailableError, first_line
 from .log import logger
 from .plan.database import DatabaseSettings
 
@@ -71,7 +71,7 @@ class Database:
                     )
                     time.sleep(1.0)
         raise DatabaseUnavailableError(
-            f"cannot connect to {self.where}: {_first_line(last)}"
+            f"cannot connect to {self.where}: {first_line(last)}"
         ) from last
 
     @property
@@ -90,8 +90,3 @@ class Database:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc or "unknown error").strip()
-    return text.splitlines()[0] if text else type(exc).__name__

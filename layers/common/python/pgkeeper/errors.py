@@ -7,6 +7,16 @@ caller always gets a short machine-readable reason and never a stack trace.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException | None) -> str:
+    """One line that says what went wrong, for reports and log lines: the server's primary message
+    for a database error (never the multi-line context that may quote data), else the first line."""
+    if exc is None:
+        return "unknown error"
+    diag = getattr(exc, "diag", None)
+    text = (getattr(diag, "message_primary", None) or str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PgkeeperError(Exception):
     """Base of every deliberate pgkeeper failure."""
 

@@ -12,6 +12,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
+from ..errors import first_line
 from ..idents import display
 from ..plan.base import column_ident, split_name
 from ..plan.cleanup import CleanupTarget
@@ -182,6 +183,5 @@ def _check_condition(conn: psycopg.Connection, target: TableTarget) -> None:
             sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(target.ident, pred.sql), pred.params
         ).fetchall()
     except (psycopg.DataError, psycopg.ProgrammingError) as exc:
-        first = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
-        raise TargetProblems([f"the condition does not fit {target.display}: {first} "
+        raise TargetProblems([f"the condition does not fit {target.display}: {first_line(exc)} "
                               f"(condition: {predicate.describe(spec)})"]) from None

@@ -18,7 +18,7 @@ from ..backup import pgtools
 from ..backup.errors import BackupError, RestoreError, VerificationError
 from ..backup.restore import restore_backup, user_tables
 from ..dsn import redact, session_conninfo
-from ..errors import ConfigError, DatabaseUnavailableError
+from ..errors import ConfigError, DatabaseUnavailableError, first_line
 from .backups import add_location_args, locate
 
 
@@ -79,7 +79,7 @@ def run_restore(args: argparse.Namespace) -> int:
     try:
         existing = user_tables(target)
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot connect to {where}: {str(exc).strip().splitlines()[0]}") from exc
+        raise DatabaseUnavailableError(f"cannot connect to {where}: {first_line(exc)}") from exc
     if not args.allow_nonempty and existing:
         raise ConfigError(f"{where} already has {existing} table(s)/view(s)/sequence(s): restore into an empty "
                           "database (createdb NAME) or pass --allow-nonempty")

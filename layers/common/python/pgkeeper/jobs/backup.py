@@ -31,7 +31,7 @@ from ..backup.retention import decide
 from ..backup.snapshot import Snapshot, select_tables
 from ..backup.store import BackupStore, database_folder, s3_client
 from ..backup.verify import verify_backup
-from ..errors import ConfigError, PgkeeperError
+from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
 from ..log import logger, metrics
 from ..plan import Plan
@@ -128,7 +128,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         raise VerificationError(f"verification could not run: {exc}") from exc
     except psycopg.Error as exc:
         _discard(store, key, "verification failed")
-        raise VerificationError(f"verification could not run: {str(exc).strip().splitlines()[0]}") from exc
+        raise VerificationError(f"verification could not run: {first_line(exc)}") from exc
     timings["verify_s"] = verification["duration_s"]
     manifest["verification"] = verification
     manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}

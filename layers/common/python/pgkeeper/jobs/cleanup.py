@@ -18,7 +18,7 @@ from pydantic import Field
 from ..cleanup import functions
 from ..cleanup.resolve import TableTarget, TargetProblems, resolve_table
 from ..cleanup.tables import TableRun, choose_method, method_problems, set_timeouts
-from ..errors import EventError
+from ..errors import EventError, first_line
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.cleanup import CleanupTarget
@@ -129,7 +129,7 @@ def _clean(conn: psycopg.Connection, target: Target, ctx: JobContext, method: st
                 result["would_delete"], result["rows_deleted"] = result["rows_deleted"], 0
     except (psycopg.Error, TargetProblems) as exc:
         # One target failing does not stop the others; the run still ends `failed` and raises.
-        message = _first_line(exc)
+        message = f"{type(exc).__name__}: {first_line(exc)}" if isinstance(exc, psycopg.Error) else first_line(exc)
         logger.warning("cleanup target failed", extra={"target": target.spec.key, "error": message})
         return {"target": target.spec.key, "outcome": "failed", "rows_deleted": 0, "error": message}
     if not dry_run and result.get("rows_deleted"):
@@ -139,19 +139,12 @@ def _clean(conn: psycopg.Connection, target: Target, ctx: JobContext, method: st
     return result
 
 
-def _first_line(exc: BaseException) -> str:
-    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
-        return f"{type(exc).__name__}: {exc.diag.message_primary}"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _metric(target: str, rows: int) -> None:
     """RowsDeleted per target (dimension `target`: as many values as the plan has targets) and in total."""
     metrics.add_metric(name="RowsDeleted", unit=MetricUnit.Count, value=rows)
-    with single_metric(name="RowsDeleted", unit=MetricUnit.Count, value=rows,
-                       default_dimensions={"job": "cleanup", "target": target}):
-        pass
+    with single_metric(name="RowsDeleted", unit=MetricUnit.Count, value=rows) as metric:
+        metric.add_dimension(name="job", value="cleanup")
+        metric.add_dimension(name="target", value=target)
 
 
 def _summary(results: list[dict[str, Any]], dry_run: bool) -> Report:

@@ -24,7 +24,7 @@ from psycopg import sql
 from pydantic import Field, model_validator
 
 from .. import cache
-from ..errors import EventError, PgkeeperError
+from ..errors import EventError, PgkeeperError, first_line
 from ..idents import QualifiedName, display, qualify
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
@@ -443,7 +443,7 @@ def _ms(started: float) -> int:
 
 
 def _pg_message(exc: psycopg.Error) -> str:
-    primary = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    primary = first_line(exc)
     return f"{primary} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else primary
 
 
