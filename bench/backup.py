@@ -157,8 +157,8 @@ def _rss_kb(pid: int) -> int:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
-    except OSError:
-        pass
+    except OSError:  # the process ended between listing and reading: it holds no memory now
+        return 0
     return 0
 
 
@@ -170,8 +170,8 @@ def _children(pid: int) -> list[int]:
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 kids += [int(k) for k in f.read().split()]
-    except OSError:
-        pass
+    except OSError:  # the process ended while we looked: report the children found so far
+        return kids
     return kids
 
 
