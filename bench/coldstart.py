@@ -72,13 +72,8 @@ def main(quick: bool = False) -> dict:
     for logical_id in template.function_ids():
         inv = prepare(ROOT / "template.yaml", logical_id, event={})
         module, _, attr = inv.function.handler.rpartition(".")
-        try:
-            first = _probe(inv.sys_path, module, attr, inv.env)
-        except RuntimeError as exc:  # a job whose module has not landed yet
-            print(f"coldstart: {logical_id}: {exc}", file=sys.stderr)
-            continue
-        targets[logical_id] = (inv, module, attr, first)
-    env = next(iter(targets.values()))[0].env if targets else None
+        targets[logical_id] = (inv, module, attr, _probe(inv.sys_path, module, attr, inv.env))
+    env = next(iter(targets.values()))[0].env
 
     # Rounds interleave the handlers and the baseline, so load from other processes hits all alike.
     samples: dict[str, list[float]] = {k: [] for k in targets}

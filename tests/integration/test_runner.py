@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import traceback
+
 import psycopg
 import pytest
 
 from pgkeeper import locks, runner
-from pgkeeper.errors import DatabaseUnavailableError, EventError, JobFailedError
+from pgkeeper.errors import ConfigError, DatabaseUnavailableError, EventError, JobFailedError
 from pgkeeper.jobs import JobContext, JobSpec, Options
 from pgkeeper.triggers import JobRequest
 
@@ -14,6 +16,9 @@ from pgkeeper.triggers import JobRequest
 class ProbeOptions(Options):
     fail: bool = False
     crash: bool = False
+    duplicate: bool = False
+    status: str | None = None
+    drop_main_session: bool = False
 
 
 def _probe(ctx: JobContext) -> dict:
@@ -22,6 +27,16 @@ def _probe(ctx: JobContext) -> dict:
         conn.execute("INSERT INTO probe_marks VALUES (%s)", [ctx.run_id])
     if ctx.options.crash:
         raise RuntimeError("boom")
+    if ctx.options.duplicate:
+        with ctx.db.connect(autocommit=True) as conn:
+            conn.execute("CREATE TABLE probe_unique (v text PRIMARY KEY)")
+            conn.execute("INSERT INTO probe_unique VALUES ('row-value-42'), ('row-value-42')")
+    if ctx.options.drop_main_session:
+        # What an idle-timeout of a NAT or proxy does to the session holding the advisory lock.
+        with ctx.db.connect(autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [ctx.db.conn.info.backend_pid])
+    if ctx.options.status:
+        return {"status": ctx.options.status}
     if ctx.options.fail:
         return {"status": "failed", "errors": ["probe failed on purpose"]}
     return {"status": "succeeded", "marked": 1}
@@ -105,3 +120,49 @@ def test_connections_carry_timeouts_and_application_name(env, write_plan, lambda
             "current_setting('lock_timeout')"
         ).fetchone()
     assert got == ("pgkeeper/probe/check", "5min", "3s")
+
+
+def test_a_database_error_is_reported_by_its_primary_message_without_the_row_it_quotes(env, pg, lambda_context):
+    with pytest.raises(JobFailedError) as err:
+        runner.execute(PROBE, JobRequest(job="probe", options={"duplicate": True}), lambda_context())
+    assert "duplicate key value violates unique constraint" in str(err.value)
+    [(_, _, status, _, error)] = _runs(pg)
+    assert status == "failed" and "UniqueViolation: duplicate key value" in error
+    assert "row-value-42" not in str(err.value) and "row-value-42" not in error
+
+
+def test_a_job_returning_an_unknown_status_is_recorded_as_failed_with_its_report(env, pg, lambda_context):
+    for status in ("weird", "skipped"):
+        with pytest.raises(JobFailedError) as err:
+            runner.execute(PROBE, JobRequest(job="probe", options={"status": status}), lambda_context())
+        assert f"unknown status {status!r}" in str(err.value)
+    assert [(r[2], r[3]["status"]) for r in _runs(pg)] == [("failed", "weird"), ("failed", "skipped")]
+
+
+def test_a_run_whose_locking_session_dropped_is_still_recorded(env, pg, lambda_context):
+    result = runner.execute(PROBE, JobRequest(job="probe", options={"drop_main_session": True}), lambda_context())
+    assert result["status"] == "succeeded"
+    assert [r[2] for r in _runs(pg)] == ["succeeded"]
+    with psycopg.connect(env, autocommit=True) as other:  # the lock went with the session
+        assert locks.try_lock(other, "probe")
+
+
+def test_an_unparsable_url_is_a_config_error_that_does_not_quote_the_password(write_plan, monkeypatch,
+                                                                             lambda_context):
+    write_plan({"version": 1})
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:p%zzsecretpw@127.0.0.1/app")
+    with pytest.raises(ConfigError) as err:
+        runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    assert "cannot be parsed" in str(err.value)
+    assert "secretpw" not in "".join(traceback.format_exception(err.value))
+
+
+def test_options_in_the_url_are_kept_beside_the_plans_timeouts(env, write_plan, monkeypatch):
+    from pgkeeper.config import get_plan
+    from pgkeeper.db import Database
+
+    monkeypatch.setenv("DATABASE_URL", env + " options='-c search_path=app,public'")
+    db = Database.from_settings(get_plan().database, "probe")
+    with db.connect() as conn:
+        got = conn.execute("SELECT current_setting('search_path'), current_setting('lock_timeout')").fetchone()
+    assert got == ("app,public", "3s")

@@ -392,12 +392,7 @@ def test_built_handlers_import_under_python_3_13_from_the_layer_alone(build, tmp
                     "--platform", "manylinux2014_x86_64", "--target", str(runtime), "boto3"],
                    check=True, capture_output=True, timeout=300)
     code = "import sys; sys.path[:0] = sys.argv[1:]; import app; assert callable(app.lambda_handler)"
-    checked = 0
-    for logical_id, job in JOBS.items():
-        if not (ROOT / "layers/common/python/pgkeeper/jobs" / f"{job}.py").exists():
-            continue  # that job's issue has not landed yet
+    for logical_id in JOBS:
         paths = [str(build_dir / logical_id), str(build_dir / "CommonLayer/python"), str(runtime)]
         run = subprocess.run([python, "-I", "-c", code, *paths], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, f"{logical_id} under {python}: {run.stderr[-2000:]}"
-        checked += 1
-    assert checked >= 1

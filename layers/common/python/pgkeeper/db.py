@@ -7,10 +7,9 @@ bounded retry follows. Driver errors at connect become `DatabaseUnavailableError
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from .dsn import redact, resolve_url, session_conninfo
 from .errors import DatabaseUnavailableError, first_line
@@ -25,6 +24,8 @@ class Database:
         self.settings = settings
         self.job = job
         self.conninfo = session_conninfo(url, use_direct_host=settings.use_direct_host)
+        # `options` in the URL (search_path, Neon's endpoint=) would be replaced by ours: keep them, first.
+        self._url_options = str(conninfo_to_dict(self.conninfo).get("options") or "")
         self._conn: psycopg.Connection | None = None
 
     @classmethod
@@ -48,9 +49,9 @@ class Database:
         stmt = statement_timeout_ms if statement_timeout_ms is not None else s.statement_timeout_s * 1000
         lock = lock_timeout_ms if lock_timeout_ms is not None else s.lock_timeout_ms
         options = (
-            f"-c statement_timeout={int(stmt)} -c lock_timeout={int(lock)} "
+            f"{self._url_options} -c statement_timeout={int(stmt)} -c lock_timeout={int(lock)} "
             f"-c idle_in_transaction_session_timeout={s.idle_in_transaction_timeout_s * 1000}"
-        )
+        ).lstrip()
         app = f"pgkeeper/{self.job}" + (f"/{purpose}" if purpose else "")
         last: Exception | None = None
         for attempt in range(s.connect_retries + 1):
@@ -80,11 +81,6 @@ class Database:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = self.connect(autocommit=True)
         return self._conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
-        with self.conn.transaction():
-            yield self.conn
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

@@ -64,8 +64,9 @@ def session_conninfo(url: str, *, use_direct_host: bool = True) -> str:
     """The URL as a conninfo string, with a Neon pooler host swapped for the direct one."""
     try:
         params = conninfo_to_dict(url)
-    except Exception as exc:  # psycopg raises ProgrammingError for any unparsable string
-        raise ConfigError("the database URL cannot be parsed (check quoting of the password)") from exc
+    except Exception:  # psycopg raises ProgrammingError for any unparsable string
+        # Not chained: libpq's message quotes the bad token, which may be the password.
+        raise ConfigError("the database URL cannot be parsed (check quoting of the password)") from None
     host = params.get("host")
     if use_direct_host and isinstance(host, str):
         params["host"] = ",".join(direct_host(h) for h in host.split(","))

@@ -21,7 +21,13 @@ def try_lock(conn: psycopg.Connection, job: str) -> bool:
 
 
 def unlock(conn: psycopg.Connection, job: str) -> None:
-    if not conn.closed and not conn.broken:
+    """Release the lock; a session that is gone (dropped while idle through a long job) took it along."""
+    if conn.closed or conn.broken:
+        return
+    try:
         conn.execute(
             "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtextextended(%s, 0))", [lock_key(job)]
         )
+    except psycopg.OperationalError:
+        if not conn.broken:
+            raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
@@ -15,13 +16,14 @@ from . import locks, runs
 from .budget import Budget
 from .config import get_plan
 from .db import Database
-from .errors import EventError, JobFailedError, PgkeeperError
+from .errors import EventError, JobFailedError, PgkeeperError, first_line
 from .jobs import JobContext, JobSpec
 from .log import logger, metrics
 from .plan import format_errors
 from .triggers import JobRequest
 
-STATUSES = ("succeeded", "partial", "failed", "skipped")
+# The statuses a job may report, each with its metric; `skipped` is the runner's alone (lock held).
+_OUTCOME_METRICS = {"succeeded": "JobSucceeded", "partial": "JobPartial", "failed": "JobFailed"}
 
 
 def validate_options(spec: JobSpec, options: dict[str, Any]) -> Any:
@@ -66,16 +68,20 @@ def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: 
             except Exception as exc:
                 _record_failure(db, run_id, exc)
                 _count("JobFailed", spec.name)
-                raise JobFailedError(f"{spec.name} failed: {type(exc).__name__}: {exc}", run_id=run_id) from exc
+                raise JobFailedError(f"{spec.name} failed: {_describe(exc)}", run_id=run_id) from exc
         finally:
             if spec.needs_lock:
-                locks.unlock(db.conn, spec.name)
+                locks.unlock(conn, spec.name)  # the session that took it, never a reopened one
         status = report.get("status", "succeeded")
-        if status not in STATUSES:
-            raise JobFailedError(f"{spec.name} returned unknown status {status!r}", report=report, run_id=run_id)
         report.setdefault("duration_s", round(time.monotonic() - started, 3))
+        metric = _OUTCOME_METRICS.get(status)
+        if metric is None:
+            message = f"{spec.name} returned unknown status {status!r}"
+            runs.finish(db.conn, run_id, "failed", report, error=message)
+            _count("JobFailed", spec.name)
+            raise JobFailedError(message, report=report, run_id=run_id)
         runs.finish(db.conn, run_id, status, report)
-        _count({"succeeded": "JobSucceeded", "partial": "JobPartial", "failed": "JobFailed"}[status], spec.name)
+        _count(metric, spec.name)
         logger.info(f"job {status}", extra={"report": report})
         if status == "failed":
             raise JobFailedError(_failure_summary(spec.name, report), report=report, run_id=run_id)
@@ -87,9 +93,16 @@ def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: 
 def _record_failure(db: Database, run_id: str, exc: BaseException) -> None:
     logger.exception("job failed")
     try:
-        runs.finish(db.conn, run_id, "failed", None, error=f"{type(exc).__name__}: {exc}"[:4000])
-    except PgkeeperError:
-        logger.warning("could not record the failed run (database unreachable)")
+        runs.finish(db.conn, run_id, "failed", None, error=_describe(exc)[:4000])
+    except (PgkeeperError, psycopg.Error) as exc_recording:
+        # The job's own error is the one to raise; this one must not replace it.
+        logger.warning("could not record the failed run", extra={"error": _describe(exc_recording)})
+
+
+def _describe(exc: BaseException) -> str:
+    """`UniqueViolation: duplicate key value ...`: the server's primary message, never its DETAIL,
+    which quotes row data into run history, the Lambda error and alarms."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _failure_summary(job: str, report: dict) -> str:

@@ -186,7 +186,7 @@ def prepare(template_path: str | Path, function_id: str, *, event: Any, env_vars
     env, notes = function_env(fn, env_vars, shell, region)
     for layer in fn.layers:
         if layer.content_dir is None:
-            notes.append(f"layer {layer.ref} is not in the template (an ARN?): not available locally, skipped")
+            notes.append(f"layer {layer.logical_id} is not in the template (an ARN?): not available locally, skipped")
     # Later layers shadow earlier ones in /opt, so they come first on sys.path.
     layer_paths = [str(p) for layer in reversed(fn.layers) for p in layer.import_paths()]
     return Invocation(function=fn, env=env, sys_path=[str(fn.code_dir), *layer_paths], event=event, notes=notes)

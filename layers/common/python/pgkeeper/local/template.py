@@ -101,10 +101,10 @@ def load_template(path: str | Path) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Layer:
     logical_id: str
+    """The layer's logical id in the template, or its ARN when given by one."""
     content_dir: Path | None
     """Local ContentUri; None for a layer given by ARN (not available locally)."""
     build_method: str | None = None
-    ref: str = ""
 
     def import_paths(self) -> list[Path]:
         """What Lambda puts on sys.path from this layer once it is mounted at /opt."""
@@ -194,10 +194,9 @@ class Template:
             return [v for v in items if v is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
-        if len(value) == 1:
+        if _is_intrinsic(value):
             (key, arg), = value.items()
-            if key == "Ref" or key.startswith("Fn::") or key == "Condition":
-                return self._intrinsic(key, arg)
+            return self._intrinsic(key, arg)
         resolved = {k: self._resolve(v) for k, v in value.items()}
         return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
 
@@ -348,19 +347,20 @@ class Template:
         ref_s = str(ref)
         resource = self.resources.get(ref_s)
         if not isinstance(resource, dict) or resource.get("Type") not in LAYER_TYPES:
-            return Layer(logical_id=ref_s, content_dir=None, ref=ref_s)
+            return Layer(logical_id=ref_s, content_dir=None)
         props = self.resolve(resource.get("Properties") or {}) or {}
         content = props.get("ContentUri", props.get("Content"))
         if not isinstance(content, str) or content.startswith("s3://"):
-            return Layer(logical_id=ref_s, content_dir=None, ref=ref_s)
+            return Layer(logical_id=ref_s, content_dir=None)
         method = (resource.get("Metadata") or {}).get("BuildMethod")
-        return Layer(logical_id=ref_s, content_dir=(self.base_dir / content).resolve(), build_method=method,
-                     ref=ref_s)
+        return Layer(logical_id=ref_s, content_dir=(self.base_dir / content).resolve(), build_method=method)
 
 
 def _is_intrinsic(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("Ref", "Condition") or (
-        isinstance(value, dict) and len(value) == 1 and next(iter(value)).startswith("Fn::"))
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    key = next(iter(value))
+    return isinstance(key, str) and (key in ("Ref", "Condition") or key.startswith("Fn::"))
 
 
 def _merge_globals(glob: Any, local: Any) -> Any:
