@@ -69,6 +69,15 @@ def table(rows: list[dict], columns: list[str], title: str = "") -> None:
         print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+def job_report(result: dict, title: str) -> dict | None:
+    """The job's report from an invoke result; None, after printing Lambda's error shape under
+    `title`, when the invocation failed before there was one."""
+    report = result.get("report")
+    if report is None:
+        print(f"\n{title}\n  invocation failed: {result.get('errorType')}: {result.get('errorMessage')}")
+    return report
+
+
 def server_url() -> str:
     url = os.environ.get("DATABASE_URL") or LOCAL
     try:

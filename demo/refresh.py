@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psycopg
 
-from demo.__main__ import Demo, table
+from demo.__main__ import Demo, job_report, table
 
 DASHBOARD_QUERY = 'SELECT id, name, description, message_count FROM "mv_dashboard_companions" ORDER BY id LIMIT 3'
 
@@ -52,9 +52,8 @@ def run(demo: Demo) -> None:
 
 def show(result: dict, title: str) -> None:
     """The per-view report as a table; a failed invocation prints Lambda's error shape instead."""
-    report = result.get("report")
+    report = job_report(result, title)
     if report is None:
-        print(f"\n{title}\n  invocation failed: {result.get('errorType')}: {result.get('errorMessage')}")
         return
     rows = []
     for v in report["views"]:

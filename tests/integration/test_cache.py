@@ -17,15 +17,15 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from test_refresh import refresh
 from upstash_adapter import UpstashAdapter
 
-from pgkeeper import cache, runner
+from pgkeeper import cache
 from pgkeeper.budget import Budget
 from pgkeeper.errors import JobFailedError, PlanError
 from pgkeeper.jobs.refresh import JOB as REFRESH
 from pgkeeper.log import metrics
 from pgkeeper.plan import Plan, parse_plan
-from pgkeeper.triggers import JobRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_DB = 9
@@ -425,10 +425,6 @@ def seed_cache(r, ns: str) -> None:
 
 def votes(pg: psycopg.Connection) -> dict[str, int]:
     return dict(pg.execute("SELECT category, votes FROM mv_votes").fetchall())
-
-
-def refresh(lambda_context, **options) -> dict:
-    return runner.execute(REFRESH, JobRequest(job="refresh", options=options), lambda_context(timeout_s=60))
 
 
 def test_refreshed_view_loses_its_keys_and_a_failed_view_keeps_them(backend, app_db, write_plan, r, ns,

@@ -11,11 +11,7 @@ import uuid
 import psycopg
 import pytest
 from psycopg import sql
-
-from pgkeeper import runner
-from pgkeeper.errors import JobFailedError
-from pgkeeper.jobs.refresh import JOB
-from pgkeeper.triggers import JobRequest
+from test_refresh import by_name, refresh, refresh_failing
 
 APP = """
 CREATE TABLE "Companion" (
@@ -76,20 +72,6 @@ MIGRATION = """
 ALTER TABLE "Companion" ADD COLUMN description text;
 UPDATE "Companion" SET description = 'about ' || name;
 """
-
-
-def refresh(lambda_context, **options) -> dict:
-    return runner.execute(JOB, JobRequest(job="refresh", options=options), lambda_context(timeout_s=60))
-
-
-def refresh_failing(lambda_context, **options) -> dict:
-    with pytest.raises(JobFailedError) as failed:
-        refresh(lambda_context, **options)
-    return failed.value.report
-
-
-def by_name(report: dict) -> dict[str, dict]:
-    return {v["name"]: v for v in report["views"]}
 
 
 def columns(pg: psycopg.Connection, view: str) -> list[str]:
@@ -309,8 +291,10 @@ def test_repair_keeps_the_views_privileges_and_comment(app, reader_role, write_p
     dashboard_plan(write_plan)
     app.execute(MIGRATION)
 
-    refresh(lambda_context)
+    result = refresh(lambda_context)
 
+    assert result["report"]["views"][0]["outcome"] == "repaired", "the privileges must survive a real repair"
+    assert "description" in columns(app, "mv_dashboard_companions")
     assert app.execute("SELECT has_table_privilege(%s, 'mv_dashboard_companions', 'SELECT')",
                        [reader_role]).fetchone() == (True,)
     assert app.execute("SELECT obj_description('mv_dashboard_companions'::regclass, 'pg_class')").fetchone() == (

@@ -45,10 +45,6 @@ class Relation(QualifiedName):
     def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
 
-    @property
-    def kind_name(self) -> str:
-        return "materialized view" if self.kind == "m" else "view"
-
 
 @dataclass
 class Catalog:
@@ -82,20 +78,14 @@ class Catalog:
 
     def dependants(self, oid: int) -> list[Relation]:
         """Every view and materialized view that reads `oid`, directly or not, in creation order."""
-        found: set[int] = set()
-        stack = [oid]
-        while stack:
-            for child in self.used_by.get(stack.pop(), ()):
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
+        found = _closure(self.used_by, oid)
         return [self.relations[o] for o in self.order(sorted(found, key=lambda o: self.relations[o].key))]
 
     def order(self, oids: list[int]) -> list[int]:
         """`oids` with every relation after those it reads (stable: ties keep the given order)."""
         members = list(dict.fromkeys(oids))
         inside = set(members)
-        need = {o: self._reach(o) & inside for o in members}
+        need = {o: _closure(self.uses, o) & inside for o in members}  # everything o reads, at any depth
         done: list[int] = []
         placed: set[int] = set()
         while len(done) < len(members):
@@ -111,16 +101,17 @@ class Catalog:
                 break
         return done
 
-    def _reach(self, oid: int) -> set[int]:
-        """Every relation `oid` reads, through any number of views or materialized views."""
-        out: set[int] = set()
-        stack = [oid]
-        while stack:
-            for nxt in self.uses.get(stack.pop(), ()):
-                if nxt not in out:
-                    out.add(nxt)
-                    stack.append(nxt)
-        return out
+
+def _closure(edges: dict[int, set[int]], oid: int) -> set[int]:
+    """Every relation reachable from `oid` along `edges` (`uses` or `used_by`), at any depth."""
+    out: set[int] = set()
+    stack = [oid]
+    while stack:
+        for nxt in edges.get(stack.pop(), ()):
+            if nxt not in out:
+                out.add(nxt)
+                stack.append(nxt)
+    return out
 
 
 def relkind(conn: psycopg.Connection, schema: str, name: str) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from psycopg import sql
 
+from ..idents import display
 from .sqltext import SqlTextError, Statement, Token, split_statements
 
 ALLOWED = "CREATE MATERIALIZED VIEW, CREATE [UNIQUE] INDEX ... ON the view, DROP MATERIALIZED VIEW"
@@ -116,41 +117,35 @@ def parse_definition(text: str, path: Path, schema: str, name: str) -> Definitio
                 i, drop = _skip_if_not_exists(toks, 3)
                 span, (fschema, fname), i = _name_at(toks, i, where)
                 if (fschema or schema, fname) != wanted:
-                    problems.append(f"{where}: creates {_show(fschema or schema, fname)}, "
-                                    f"but this file is the definition of {_show(schema, name)}")
+                    problems.append(f"{where}: creates {display(fschema or schema, fname)}, "
+                                    f"but this file is the definition of {display(schema, name)}")
                 view = (st, span, _data_clause(toks), drop, fschema)
             elif _starts(toks, "create", "index") or _starts(toks, "create", "unique", "index"):
                 ix = _index(st, where)
                 tschema, tname = ix[1]
                 if (tschema or schema, tname) != wanted:
-                    problems.append(f"{where}: the index is on {_show(tschema or schema, tname)}, "
-                                    f"not on {_show(schema, name)}")
+                    problems.append(f"{where}: the index is on {display(tschema or schema, tname)}, "
+                                    f"not on {display(schema, name)}")
                 indexes.append(ix[0])
             elif _starts(toks, "drop", "materialized", "view"):
                 i, _ = _skip_if_exists(toks, 3)
                 _span, (dschema, dname), i = _name_at(toks, i, where)
                 if (dschema or schema, dname) != wanted:
-                    problems.append(f"{where}: drops {_show(dschema or schema, dname)}; only "
-                                    f"{_show(schema, name)} may be named here")
+                    problems.append(f"{where}: drops {display(dschema or schema, dname)}; only "
+                                    f"{display(schema, name)} may be named here")
             else:
                 head = " ".join(t.text.upper() for t in toks[:3])
                 problems.append(f"{where}: {head} ... is not allowed in a definition file (allowed: {ALLOWED})")
         except DefinitionError as exc:
             problems.append(str(exc))
     if view is None and not problems:
-        problems.append(f"no CREATE MATERIALIZED VIEW {_show(schema, name)} statement")
+        problems.append(f"no CREATE MATERIALIZED VIEW {display(schema, name)} statement")
     if problems:
         raise DefinitionError("; ".join(problems))
     assert view is not None
     st, span, data, drop, fschema = view
     return Definition(path=path, text=text, schema=fschema, name=name, view=st, view_name=span,
                       view_data=data, view_drop=drop, indexes=tuple(indexes))
-
-
-def _show(schema: str, name: str) -> str:
-    from ..idents import display
-
-    return display(schema, name)
 
 
 def _starts(toks: tuple[Token, ...], *words: str) -> bool:

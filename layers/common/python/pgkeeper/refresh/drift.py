@@ -17,7 +17,7 @@ from psycopg import sql
 
 from .catalog import Relation, index_signatures
 from .definitions import Definition
-from .session import Session
+from .session import Session, set_search_path
 
 
 class ScratchUnavailable(Exception):  # noqa: N818 - caught and reported as a warning, never raised out
@@ -78,9 +78,8 @@ def compare(session: Session, rel: Relation, definition: Definition) -> Drift:
 
 def try_definition(conn: psycopg.Connection, definition: Definition, schema: str, name: str) -> None:
     """Apply the file in a rolled-back transaction (for `pgkeeper plan check`); raises what Postgres says."""
-    path = sql.SQL(", ").join(sql.Identifier(s) for s in dict.fromkeys(search_path_for(schema))).as_string(conn)
     with conn.transaction():
-        conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", [path])
+        set_search_path(conn, search_path_for(schema))
         build_scratch(conn, definition, name)
         raise psycopg.Rollback()
 

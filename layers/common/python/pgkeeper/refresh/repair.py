@@ -26,6 +26,7 @@ from psycopg import sql
 from ..idents import QualifiedName
 from .catalog import Catalog, Relation
 from .definitions import Definition
+from .drift import search_path_for
 from .session import Session
 
 _PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
@@ -121,7 +122,7 @@ def repair(session: Session, plan: RepairPlan) -> RepairResult:
                     conn.execute(sql.SQL("ALTER MATERIALIZED VIEW {} SET SCHEMA {}").format(
                         sql.Identifier(stages[m.schema], m.name), sql.Identifier(m.schema)))
             else:
-                session.set_search_path([m.schema, "public"])
+                session.set_search_path(search_path_for(m.schema))
                 result.rows[m.key] = _build(session, m, final)
             if m.key in props:
                 result.warnings[m.key] += _restore(conn, final, props[m.key])

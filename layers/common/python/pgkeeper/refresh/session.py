@@ -62,10 +62,15 @@ class Session:
             yield conn
 
     def set_search_path(self, schemas: list[str]) -> None:
-        path = sql.SQL(", ").join(sql.Identifier(s) for s in dict.fromkeys(schemas)).as_string(self.conn)
-        self.conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", [path])
+        set_search_path(self.conn, schemas)
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
+
+
+def set_search_path(conn: psycopg.Connection, schemas: list[str]) -> None:
+    """`schemas` (duplicates dropped) as the search_path of the current transaction only."""
+    path = sql.SQL(", ").join(sql.Identifier(s) for s in dict.fromkeys(schemas)).as_string(conn)
+    conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", [path])

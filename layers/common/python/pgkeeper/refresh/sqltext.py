@@ -61,10 +61,6 @@ class Statement:
     def end(self) -> int:
         return self.tokens[-1].end
 
-    @property
-    def sql(self) -> str:
-        return self.text[self.start : self.end]
-
     def line(self) -> int:
         return line_of(self.text, self.start)
 
