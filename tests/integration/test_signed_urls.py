@@ -54,7 +54,8 @@ class Server:
         self.base = first.split(": ", 1)[1].strip()
         self.url = self.base + "/refresh"
         self.output: list[bytes] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
@@ -67,6 +68,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if hasattr(self, "_drainer"):
+            self._drainer.join(timeout=10)  # every line the process wrote is in `output`
 
 
 def http(url: str, method: str = "POST", headers: dict[str, str] | None = None,
@@ -303,11 +306,15 @@ def test_base64_encoded_body_is_verified_and_runs(server: Server, pg: psycopg.Co
     assert_ran(pg, answer, headers["webhook-id"], expected)
 
 
-def test_second_process_runs_fresh_requests_but_not_replays(second_server: Server, pg: psycopg.Connection) -> None:
+def test_second_process_runs_fresh_requests_but_not_replays(server: Server, second_server: Server,
+                                                            pg: psycopg.Connection) -> None:
     expected = add_event_and_expect_refresh(pg)
-    status, answer, headers = signed_post(second_server, job_body("refresh"))
+    body = job_body("refresh")
+    status, answer, headers = signed_post(second_server, body)
     assert status == 200
     assert_ran(pg, answer, headers["webhook-id"], expected)
+    status, answer = http(server.url + "/", "POST", {**headers, "content-type": "application/json"}, body)
+    assert (status, answer["error"]) == (409, "replayed")
 
 
 def test_async_run_answers_202_and_can_be_polled_until_it_ends(server: Server, pg: psycopg.Connection) -> None:
@@ -399,9 +406,11 @@ def test_secret_rotated_in_secrets_manager_is_used_without_restart(database: str
         assert status == 200, answer
         assert_ran(pg, answer, headers["webhook-id"], expected)
         assert signed_post(s, job_body("refresh"), secret=OLD)[0] == 200
-        assert OLD not in s.log.read_text() and NEW not in b"".join(s.output).decode()
     finally:
         s.stop()
+    logs = s.log.read_text() + b"".join(s.output).decode()  # stderr, and the stdout the logger writes to
+    assert "function URL request" in logs  # the request log lines are there to be checked
+    assert OLD not in logs and NEW not in logs
 
 
 def test_base64_flag_matches_what_lambda_sends() -> None:

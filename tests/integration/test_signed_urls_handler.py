@@ -17,11 +17,11 @@ import pytest
 from upstash_adapter import running
 
 from pgkeeper import url
-from pgkeeper.errors import DatabaseUnavailableError
+from pgkeeper.errors import DatabaseUnavailableError, ReplayStoreUnavailableError
 from pgkeeper.jobs import JobContext, JobSpec, Options
 from pgkeeper.local.context import LocalContext
 from pgkeeper.local.serve import url_event
-from pgkeeper.webhooks.errors import ReplayStoreUnavailableError
+from pgkeeper.webhooks.dispatch import set_invoker
 from pgkeeper.webhooks.replay import PostgresReplayStore, RedisReplayStore
 from pgkeeper.webhooks.session import UrlSession
 from pgkeeper.webhooks.sign import job_body, new_secret, sign
@@ -124,6 +124,30 @@ def test_url_session_reconnects_after_the_server_drops_it(db_url: str, pg: psyco
         session.close()
 
 
+def test_a_purge_that_cannot_get_its_locks_does_not_refuse_an_accepted_request(
+        db_url: str, pg: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgkeeper.db import Database
+    from pgkeeper.plan.database import DatabaseSettings
+
+    monkeypatch.setattr("pgkeeper.webhooks.session.LOCK_TIMEOUT_MS", 200)
+    session = UrlSession(Database(db_url, DatabaseSettings(), "touch"))
+    store = PostgresReplayStore(session)
+    try:
+        store._last_purge = float("inf")  # no purge while the table is created
+        assert store.accept("msg_first", 660)
+        pg.execute("INSERT INTO pgkeeper.webhook_ids VALUES ('msg_old', now() - interval '1 hour', now() - "
+                   "interval '1 minute')")
+        with psycopg.connect(db_url) as holder:  # another session holds the expired row: the purge waits
+            holder.execute("SELECT 1 FROM pgkeeper.webhook_ids WHERE webhook_id = 'msg_old' FOR UPDATE")
+            store._last_purge = float("-inf")
+            assert store.accept("msg_new", 660) is True
+            assert store.accept("msg_new", 660) is False
+        ids = {r[0] for r in pg.execute("SELECT webhook_id FROM pgkeeper.webhook_ids")}
+        assert ids == {"msg_first", "msg_new", "msg_old"}  # accepted and recorded; the purge is left for later
+    finally:
+        session.close()
+
+
 TOKEN = "replay-test-token"
 
 
@@ -170,8 +194,9 @@ def test_plan_can_put_the_replay_store_in_the_cache_redis(signing: None, cache_e
 
 
 @pytest.fixture()
-def lambda_api(db_url: str, tmp_path: Path, write_plan: Callable) -> Iterator[str]:
-    """`pgkeeper serve`, used here for its Lambda Invoke API (like `sam local start-lambda`)."""
+def lambda_api(db_url: str, tmp_path: Path, write_plan: Callable, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`pgkeeper serve`, used here for its Lambda Invoke API (like `sam local start-lambda`); boto3's
+    Lambda client in this process is pointed at it."""
     plan = write_plan({"version": 1})
     env_file = tmp_path / "env.json"
     env_file.write_text(json.dumps({"Parameters": {"DATABASE_URL": db_url, "PGKEEPER_PLAN": str(plan),
@@ -182,21 +207,20 @@ def lambda_api(db_url: str, tmp_path: Path, write_plan: Callable) -> Iterator[st
     first = proc.stdout.readline().decode()
     try:
         assert first.startswith("pgkeeper serve: http"), (tmp_path / "serve.log").read_text()[-2000:]
-        yield first.split(": ", 1)[1].strip()
+        api = first.split(": ", 1)[1].strip()
+        for name, value in (("AWS_ENDPOINT_URL_LAMBDA", api), ("AWS_ACCESS_KEY_ID", "local"),
+                            ("AWS_SECRET_ACCESS_KEY", "local"), ("AWS_DEFAULT_REGION", "us-east-1")):
+            monkeypatch.setenv(name, value)
+        yield api
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
 def test_long_job_continues_through_an_asynchronous_lambda_invoke(signing: None, lambda_api: str,
-                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                   pg: psycopg.Connection) -> None:
     from pgkeeper.jobs.refresh import JOB as REFRESH
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_api)
-    for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
     pg.execute("CREATE TABLE t (x int)")
     pg.execute("CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM t")
     pg.execute("INSERT INTO t VALUES (1), (2)")
@@ -216,17 +240,27 @@ def test_long_job_continues_through_an_asynchronous_lambda_invoke(signing: None,
 
 
 def test_undispatchable_async_run_is_503_and_recorded_failed(signing: None, lambda_api: str,
-                                                             monkeypatch: pytest.MonkeyPatch,
                                                              pg: psycopg.Connection) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_api)
-    for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
     event, _ = post_event(job_body("touch", run_async=True))
     status, body = answer(url.handle(TOUCH, event, LocalContext(30, name="no-such-function")))
     assert (status, body["error"]) == (503, "async_dispatch_failed")
     rows = pg.execute("SELECT status, error FROM pgkeeper.runs").fetchall()
     assert len(rows) == 1 and rows[0][0] == "failed" and "ResourceNotFound" in rows[0][1]
+    assert touched(pg) == 0
+
+
+def test_async_run_whose_dispatch_raises_unexpectedly_is_recorded_failed(signing: None,
+                                                                         pg: psycopg.Connection) -> None:
+    class BrokenInvoker:
+        def invoke_async(self, function_name: str, payload: dict) -> None:
+            raise RuntimeError("can't start new thread")
+
+    set_invoker(BrokenInvoker())  # restored by the fixture's url.reset()
+    event, _ = post_event(job_body("touch", run_async=True))
+    with pytest.raises(RuntimeError):  # Lambda answers 502 and counts the error
+        url.handle(TOUCH, event, LocalContext(30, name="local-touch"))
+    rows = pg.execute("SELECT status, error FROM pgkeeper.runs").fetchall()
+    assert rows == [("failed", "RuntimeError: can't start new thread")]  # not left 'queued' forever
     assert touched(pg) == 0
 
 

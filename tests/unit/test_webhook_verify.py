@@ -119,6 +119,12 @@ def test_signed_get_is_bound_to_its_path(verifier: Verifier) -> None:
     for method, path, query in (("GET", "/runs/bbb", ""), ("GET", "/health", ""), ("GET", "/runs/aaa", "x=1"),
                                 ("POST", "/runs/aaa", "")):
         assert refused(verifier, SignedRequest(method, path, query, headers, b"")).reason == "bad_signature"
+    # A signed POST body resent as a GET verifies against the body, not the path: refused before that.
+    body = job_body("refresh")
+    post_headers = sign(NEW, body=body, timestamp=now())
+    with pytest.raises(EventError) as info:
+        verifier.verify(SignedRequest("GET", "/runs/aaa", "", post_headers, body.encode()))
+    assert info.value.reason == "bad_body"
 
 
 def test_base64_body_is_decoded_before_verification(verifier: Verifier) -> None:

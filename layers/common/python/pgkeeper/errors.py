@@ -108,3 +108,29 @@ class JobFailedError(PgkeeperError):
 
     def to_dict(self) -> dict[str, object]:
         return {"error": self.reason, "message": str(self), "run_id": self.run_id, "report": self.report}
+
+
+class ReplayStoreUnavailableError(PgkeeperError):
+    """The replay store of signed requests cannot be reached: fail closed, the request is not run."""
+
+    status = 503
+    reason = "replay_store_unavailable"
+
+
+class DispatchError(PgkeeperError):
+    """The asynchronous continuation of a long job could not be started."""
+
+    status = 503
+    reason = "async_dispatch_failed"
+
+
+class MethodNotAllowedError(PgkeeperError):
+    status = 405
+    reason = "method_not_allowed"
+
+
+class HealthReportUnavailableError(PgkeeperError):
+    """`GET /health?detail=1` on a build without pgkeeper.health."""
+
+    status = 501
+    reason = "health_report_unavailable"

@@ -27,14 +27,22 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from . import runner, runs
 from .config import get_plan
 from .db import Database
-from .errors import DatabaseUnavailableError, EventError, NotFoundError, PgkeeperError, ReplayError
+from .errors import (
+    DatabaseUnavailableError,
+    EventError,
+    HealthReportUnavailableError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PgkeeperError,
+    ReplayError,
+)
 from .jobs import JobSpec
 from .log import logger
 from .plan import Plan
 from .plan.signing import SigningPlan
 from .triggers import JobRequest
 from .webhooks.dispatch import get_invoker, self_function_name, set_invoker
-from .webhooks.errors import DispatchError, MethodNotAllowedError, error_response, status_and_body
+from .webhooks.errors import error_response, status_and_body
 from .webhooks.replay import PostgresReplayStore, RedisReplayStore, ReplayStore, ttl_for
 from .webhooks.secrets import SecretSource
 from .webhooks.session import UrlSession
@@ -44,7 +52,8 @@ ALLOW_BEARER_ENV = "PGKEEPER_ALLOW_BEARER"
 BODY_KEYS = {"job", "options", "async"}
 ROUTES = ("POST /", "GET /runs/{run_id}", "GET /health")
 
-app = LambdaFunctionUrlResolver()
+# debug=False whatever POWERTOOLS_DEV says: in debug mode Powertools answers an unexpected error with its traceback.
+app = LambdaFunctionUrlResolver(debug=False)
 
 # Per container: reused across warm invocations, keyed so a changed plan or database gets new ones.
 _secrets = SecretSource()
@@ -189,20 +198,16 @@ def _start_async(spec: JobSpec, options: dict[str, Any], request_id: str | None)
     payload = {"job": spec.name, "options": options, "trigger": "async", "run_id": run_id, "request_id": request_id}
     try:
         get_invoker().invoke_async(self_function_name(app.context["lambda_context"]), payload)
-    except DispatchError as exc:
-        error = str(exc)[:4000]
+    except Exception as exc:  # whatever stopped the dispatch, the queued run must not wait forever
+        error = (str(exc) if isinstance(exc, PgkeeperError) else f"{type(exc).__name__}: {exc}")[:4000]
         try:
             session.run(lambda conn: runs.finish(conn, run_id, "failed", None, error=error))
-        except DatabaseUnavailableError:
-            logger.warning("could not mark the undispatched run failed", extra={"run_id": run_id})
+        except DatabaseUnavailableError as db_exc:
+            logger.warning("could not mark the undispatched run failed; it stays queued",
+                           extra={"run_id": run_id, "detail": str(db_exc)})
         raise
     logger.info("job queued", extra={"job": spec.name, "run_id": run_id})
     return _json(202, {"run_id": run_id, "job": spec.name, "status": "queued", "poll": f"/runs/{run_id}"})
-
-
-class HealthReportUnavailableError(PgkeeperError):
-    status = 501
-    reason = "health_report_unavailable"
 
 
 def _health_report(plan: Plan, spec: JobSpec) -> Any:

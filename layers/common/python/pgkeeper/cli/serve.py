@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from ..local import invoke, serve
+    from ..webhooks.secrets import SecretSource
     from .invoke import _template_path
 
     functions, env, notes = serve.load_functions(
@@ -39,7 +40,7 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ.update(env)
     for note in notes:
         print(f"pgkeeper serve: {note}", file=sys.stderr)
-    if not (env.get("PGKEEPER_WEBHOOK_SECRETS") or env.get("PGKEEPER_WEBHOOK_SECRET_ARN")):
+    if not SecretSource.configured():  # what the handlers will see, env.json and the shell's env alike
         print("pgkeeper serve: no PGKEEPER_WEBHOOK_SECRETS / _ARN: every request will be refused "
               "(401 signing_not_configured); make a secret with `pgkeeper sign --new-secret`", file=sys.stderr)
 

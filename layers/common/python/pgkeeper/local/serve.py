@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from ..errors import PgkeeperError
+from ..errors import DispatchError, PgkeeperError
 from ..webhooks.dispatch import set_invoker
-from ..webhooks.errors import DispatchError
 from .context import LocalContext
 from .invoke import prepare
 from .template import FunctionConfig, Template, TemplateError

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Protocol
 
-from .errors import DispatchError
+from ..errors import DispatchError
 
 
 class AsyncInvoker(Protocol):

@@ -10,28 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import ConfigError, DatabaseUnavailableError, JobFailedError, PgkeeperError
+from ..errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    DispatchError,
+    JobFailedError,
+    PgkeeperError,
+    ReplayStoreUnavailableError,
+)
 from ..log import logger
-
-
-class ReplayStoreUnavailableError(PgkeeperError):
-    """The replay store cannot be reached: fail closed, the request is not run."""
-
-    status = 503
-    reason = "replay_store_unavailable"
-
-
-class DispatchError(PgkeeperError):
-    """The asynchronous continuation of a long job could not be started."""
-
-    status = 503
-    reason = "async_dispatch_failed"
-
-
-class MethodNotAllowedError(PgkeeperError):
-    status = 405
-    reason = "method_not_allowed"
-
 
 _UNAVAILABLE = {
     "database_unavailable": "the database cannot be reached; nothing was run",
@@ -40,8 +27,12 @@ _UNAVAILABLE = {
 }
 
 
-def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
-    """What the caller sees for `exc`; unknown exceptions are logged and answered with a bare 500."""
+def status_and_body(exc: PgkeeperError) -> tuple[int, dict[str, Any]]:
+    """What the caller sees for `exc`.
+
+    Only deliberate errors are answered here; anything else propagates to Lambda (logged with its
+    trace, counted in the function's Errors metric, answered 502 without a body worth reading).
+    """
     if isinstance(exc, JobFailedError):
         return exc.status, exc.to_dict()
     if isinstance(exc, ConfigError):
@@ -53,10 +44,7 @@ def status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
         logger.error("function URL request failed: dependency unavailable",
                      extra={"reason": exc.reason, "detail": str(exc)})
         return exc.status, {"error": exc.reason, "message": _UNAVAILABLE.get(exc.reason, "a dependency is unavailable")}
-    if isinstance(exc, PgkeeperError):
-        return exc.status, exc.to_dict()
-    logger.exception("function URL request failed: unexpected error")
-    return 500, {"error": "internal_error", "message": "unexpected error; see the function's log"}
+    return exc.status, exc.to_dict()
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -68,6 +56,6 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     }
 
 
-def error_response(exc: BaseException) -> dict[str, Any]:
+def error_response(exc: PgkeeperError) -> dict[str, Any]:
     status, body = status_and_body(exc)
     return json_response(status, body)

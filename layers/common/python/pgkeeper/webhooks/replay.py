@@ -20,11 +20,9 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-import psycopg
-
 from ..cache.client import CacheClient, CacheError
-from ..errors import DatabaseUnavailableError
-from .errors import ReplayStoreUnavailableError
+from ..errors import DatabaseUnavailableError, ReplayStoreUnavailableError
+from ..log import logger
 from .session import UrlSession
 
 PURGE_INTERVAL_S = 60.0
@@ -58,23 +56,25 @@ class PostgresReplayStore:
         self._last_purge = float("-inf")
 
     def accept(self, webhook_id: str, ttl_s: int) -> bool:
-        purge = time.monotonic() - self._last_purge > PURGE_INTERVAL_S
-
-        def work(conn: psycopg.Connection) -> bool:
-            row = conn.execute(_ACCEPT, [webhook_id, ttl_s]).fetchone()
-            if purge:
-                # Expired ids are only dead weight (the conflict clause already reuses them): drop
-                # them once a minute per container, after the answer that matters is known.
-                conn.execute(_PURGE)
-            return row is not None
-
         try:
-            accepted = self.session.run(work)
+            accepted = self.session.run(lambda conn: conn.execute(_ACCEPT, [webhook_id, ttl_s]).fetchone() is not None)
         except DatabaseUnavailableError as exc:
             raise ReplayStoreUnavailableError(f"replay store (postgres) unavailable: {exc}") from exc
-        if purge:
-            self._last_purge = time.monotonic()
+        self._purge()
         return accepted
+
+    def _purge(self) -> None:
+        """Drop expired ids once a minute per container: only dead weight, as the conflict clause
+        already reuses them. A separate statement after the answer is known, so a purge that hits
+        lock_timeout (or a dropped connection, whose retry would repeat the insert as "already
+        seen") cannot refuse a request that was accepted; it is tried again a minute later."""
+        if time.monotonic() - self._last_purge <= PURGE_INTERVAL_S:
+            return
+        self._last_purge = time.monotonic()
+        try:
+            self.session.run(lambda conn: conn.execute(_PURGE))
+        except DatabaseUnavailableError as exc:
+            logger.warning("could not purge expired webhook ids", extra={"detail": str(exc)})
 
 
 class RedisReplayStore:

@@ -12,7 +12,8 @@ library leaves out or reports too coarsely for a caller to act on:
   the string `GET /runs/abc`. Otherwise every body-less request would carry the same signed
   payload (``""``) and a signature made for `/runs/A` would be valid for `/runs/B` or `/health`;
   the replay store would catch an exact resend, but binding the path means a signature
-  authorises exactly one read, as the job in a POST body authorises exactly one action;
+  authorises exactly one read, as the job in a POST body authorises exactly one action. Hence only
+  POST may carry a body (a signed POST body resent as `GET /runs/x` would verify, path unbound);
 - the opt-in bearer mode (`Authorization: Bearer <secret>`), compared in constant time.
 """
 
@@ -97,7 +98,8 @@ class Verifier:
         self._hooks: dict[str, Webhook] = {}
 
     def verify(self, request: SignedRequest) -> Verified:
-        """Raises AuthError (401) with a reason code, or EventError (400) for an undecodable body."""
+        """Raises AuthError (401) with a reason code, or EventError (400) for an undecodable body or
+        a body on a request other than POST."""
         secrets = self.secrets.current(self.secret_cache_s)
         if not secrets:
             raise AuthError("function URL requests are refused: no signing secret is configured "
@@ -121,6 +123,10 @@ class Verifier:
         if not entries or not all(_SIG_ENTRY.match(e) for e in entries):
             raise AuthError("webhook-signature must be space-separated v1,<base64> entries", reason="bad_signature")
         body = _text(request.body)
+        if body and request.method != "POST":
+            # A body is signed instead of the request line: a signed POST body sent as `GET /runs/x`
+            # would verify with its path unbound. Only `POST /` takes a body.
+            raise EventError(f"{request.method} takes no body (only POST / does)", reason="bad_body")
         payload = signed_payload(request.method, request.path, request.query, body)
         headers = {"webhook-id": webhook_id, "webhook-timestamp": stamp, "webhook-signature": signature}
 
