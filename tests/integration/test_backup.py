@@ -27,6 +27,7 @@ from pgkeeper.budget import Budget
 from pgkeeper.cli import main as cli
 from pgkeeper.config import get_plan
 from pgkeeper.db import Database
+from pgkeeper.errors import ConfigError
 from pgkeeper.jobs import JobContext
 from pgkeeper.jobs.backup import JOB, BackupOptions
 from pgkeeper.triggers import JobRequest
@@ -326,7 +327,20 @@ def test_failed_verification_prunes_nothing_and_leaves_no_new_backup(seeded, pla
     with pytest.raises(VerificationError, match="verification could not run"):
         _run()
     assert _bucket_keys(s3) == before
-    assert len(old) == 5
+    assert all(k in before for k in old)
+    assert _multipart_uploads(s3) == []
+
+
+def test_verification_that_cannot_reach_its_server_leaves_no_pg_restore_running(seeded, plan, s3):
+    from pgkeeper.backup import pgtools
+    from pgkeeper.backup.verify import verify_backup
+
+    report = _run()["report"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read())
+    with pytest.raises(psycopg.OperationalError):
+        verify_backup(s3, BUCKET, manifest, pgtools.find("pg_restore"), mode="restore",
+                      server_conninfo="postgresql://postgres@127.0.0.1:1/postgres", run_id="leakcheck")
+    assert _children_named("pg_restore") == []
 
 
 def test_dry_run_lists_what_retention_would_delete_and_uploads_nothing(seeded, plan, s3):
@@ -394,6 +408,41 @@ def test_dump_runs_without_password_in_its_command_line():
     target, env = libpq_target("postgresql://app:s3cr%40t@db.example.com:5432/prod?sslmode=require", "x")
     assert "s3cr" not in target and env == {"PGPASSWORD": "s3cr@t"}
     assert "sslmode=require" in target and "dbname=prod" in target
+
+
+def test_pg_dump_gets_the_password_in_its_environment_never_in_its_command_line(big, plan, s3):
+    """What `ps` shows of the running pg_dump: the conninfo, without the password (trust auth here
+    ignores it, so the dump still succeeds); the password arrives as PGPASSWORD."""
+    params = psycopg.conninfo.conninfo_to_dict(big)
+    url = psycopg.conninfo.make_conninfo(**{**params, "password": "Sup3rSecretPw"})
+    seen: list[tuple[bytes, bytes]] = []
+
+    def look_at_pg_dump(progress: Progress) -> None:
+        for pid in _children_named("pg_dump"):
+            if not seen:
+                seen.append((Path(f"/proc/{pid}/cmdline").read_bytes(), Path(f"/proc/{pid}/environ").read_bytes()))
+
+    report = JOB.run(_ctx(url, on_part=look_at_pg_dump))
+    assert seen, "pg_dump finished before the first part: the hook never saw it running"
+    cmdline, environ = seen[0]
+    assert b"--snapshot=" in cmdline and b"Sup3rSecretPw" not in cmdline
+    assert b"PGPASSWORD=Sup3rSecretPw" in environ.split(b"\0")
+    manifest = s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read()
+    assert b"Sup3rSecretPw" not in manifest and "Sup3rSecretPw" not in json.dumps(report)
+
+
+def test_unparsable_verify_server_url_fails_before_the_dump_without_quoting_it(seeded, plan, s3, pg, caplog,
+                                                                               monkeypatch):
+    """libpq's parse error quotes the bad token, here the password: it must reach no report or log."""
+    plan(verify="restore", verify_server_url_env="PGK_VERIFY_URL")
+    monkeypatch.setenv("PGK_VERIFY_URL", "postgresql://postgres:Sup3r%zzSecret@127.0.0.1/postgres")
+    with pytest.raises(ConfigError, match="PGK_VERIFY_URL: the URL cannot be parsed") as failure:
+        _run()
+    assert "Sup3r" not in str(failure.value)
+    assert _bucket_keys(s3) == [] and _multipart_uploads(s3) == []
+    status, error = pg.execute("SELECT status, error FROM pgkeeper.runs").fetchone()
+    assert status == "failed" and "PGK_VERIFY_URL" in error and "Sup3r" not in error
+    assert "job failed" in caplog.text and "Sup3r" not in caplog.text  # the traceback included
 
 
 def test_pg_dump_is_pointed_at_neons_direct_host_not_the_pooler():

@@ -15,7 +15,6 @@ import psycopg
 from psycopg import sql
 
 from ..db import Database
-from ..idents import display
 from ..plan.backup import BackupPlan
 from ..plan.base import split_name
 
@@ -52,10 +51,6 @@ class TableCount:
     schema: str
     name: str
     rows: int
-
-    @property
-    def display(self) -> str:
-        return display(self.schema, self.name)
 
 
 @dataclass(frozen=True)

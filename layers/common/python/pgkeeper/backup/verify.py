@@ -75,6 +75,12 @@ def verify_backup(
             outcome["restore"] = {"rows_match": True, "rows": sum(restored.values())}
         outcome["duration_s"] = round(time.monotonic() - started, 3)
         return outcome
+    except BaseException:
+        # stream_archive kills its sinks on failure, but not when it was never reached (the scratch
+        # database or the restore sink failed): pg_restore --list would wait on its stdin forever.
+        for sink in sinks:
+            sink.kill()
+        raise
     finally:
         if admin is not None:
             if scratch is not None:

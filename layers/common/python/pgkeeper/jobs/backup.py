@@ -13,6 +13,7 @@ Any failure aborts the upload (or deletes the unverified object) and raises.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from ..backup.retention import decide
 from ..backup.snapshot import Snapshot, select_tables
 from ..backup.store import BackupStore, database_folder, s3_client
 from ..backup.verify import verify_backup
+from ..dsn import session_conninfo
 from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
 from ..log import logger, metrics
@@ -67,6 +69,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
     pg_dump = pgtools.find("pg_dump")
     pg_restore = pgtools.find("pg_restore")
     mode = opts.verify or plan.verify
+    # Resolved before anything is dumped: a misconfigured restore test must not cost a whole upload.
+    verify_server = _verify_server(ctx, plan.verify_server_url_env) if mode == "restore" else ""
     taken_at = datetime.now(UTC)
     key = store.new_key(taken_at, ctx.run_id, opts.label)
     upload = MultipartUpload(s3, bucket, key, concurrency=plan.upload_concurrency,
@@ -119,7 +123,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     )
     try:
         verification = verify_backup(s3, bucket, manifest, pg_restore, mode=mode,
-                                     server_conninfo=_verify_server(ctx, plan.verify_server_url_env),
+                                     server_conninfo=verify_server,
                                      run_id=ctx.run_id)
     except PgkeeperError as exc:
         _discard(store, key, "verification failed")
@@ -186,14 +190,17 @@ def _out_of_time(ctx: JobContext, progress: Progress) -> bool:
 
 
 def _verify_server(ctx: JobContext, env_name: str | None) -> str:
-    import os
-
-    if env_name:
-        url = os.environ.get(env_name, "").strip()
-        if not url:
-            raise ConfigError(f"backup.verify_server_url_env names {env_name}, which is not set")
-        return url
-    return ctx.db.conninfo
+    """The restore test's server. The URL is parsed here, once: libpq's parse errors quote the
+    offending token (a password with a stray `%`), and none of that may reach a report or log."""
+    if not env_name:
+        return ctx.db.conninfo
+    url = os.environ.get(env_name, "").strip()
+    if not url:
+        raise ConfigError(f"backup.verify_server_url_env names {env_name}, which is not set")
+    try:
+        return session_conninfo(url)
+    except ConfigError:
+        raise ConfigError(f"{env_name}: the URL cannot be parsed (check the quoting of the password)") from None
 
 
 def _discard(store: BackupStore, key: str, why: str) -> None:
