@@ -38,21 +38,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
-from common import ADMIN_URL, percentile
+from common import ADMIN_URL, database_url, percentile, pgkeeper_env
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 LAYOUTS = ("scattered", "clustered")
 
 
 def log(msg: str) -> None:
     print(f"  cleanup: {msg}", file=sys.stderr, flush=True)
-
-
-def url_of(dbname: str) -> str:
-    params = conninfo_to_dict(ADMIN_URL)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
 
 
 def admin(statement: sql.Composable) -> None:
@@ -64,7 +57,7 @@ def build_template(name: str, layout: str, rows: int, expiry_index: bool) -> Non
     admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     expired = "abs(hashint8(g)) % 2 = 0" if layout == "scattered" else f"g <= {rows // 2}"
     spread = "(abs(hashint8(g * 7)) % 43200) * interval '1 minute'"
-    with psycopg.connect(url_of(name), autocommit=True) as c:
+    with psycopg.connect(database_url(name), autocommit=True) as c:
         c.execute(f"""
             CREATE TABLE sessions AS
             SELECT g::bigint AS id, (g % 50000)::bigint AS user_id, md5(g::text) AS token,
@@ -90,12 +83,12 @@ def fresh_copy(template: str) -> Iterator[str]:
     try:
         # A production database's catalogs are warm; a fresh copy's are on disk. Warm them (not the
         # table: its pages stay as the copy left them) the same way before every measured run.
-        with psycopg.connect(url_of(name), autocommit=True) as c:
+        with psycopg.connect(database_url(name), autocommit=True) as c:
             c.execute("SELECT count(*) FROM pg_catalog.pg_class, pg_catalog.pg_namespace")
             c.execute("SELECT count(*) FROM pg_catalog.pg_attribute")
             c.execute("SELECT count(*) FROM pg_catalog.pg_stats WHERE tablename = 'sessions'")
             c.execute("EXPLAIN DELETE FROM sessions WHERE expires_at < now()")
-        yield url_of(name)
+        yield database_url(name)
     finally:
         admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -249,20 +242,17 @@ def measure(template: str, repeats: int, label: str) -> dict:
 def main(quick: bool) -> dict:
     rows = 400_000 if quick else 2_000_000
     repeats = 3 if quick else 5
-    from pgkeeper import config
     from pgkeeper.log import logger
 
     logger.setLevel("WARNING")
     result: dict = {"rows": rows, "expired_fraction": 0.5, "repeats": repeats, "layouts": {}}
     prefix = f"pgk_bench_cleanup_{uuid.uuid4().hex[:6]}"
-    saved = {k: os.environ.get(k) for k in ("PGKEEPER_PLAN", "DATABASE_URL")}
     templates: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    # DATABASE_URL is set per fresh copy (pgkeeper_run); pgkeeper_env gives the caller's back.
+    with tempfile.TemporaryDirectory() as tmp, pgkeeper_env(Path(tmp) / "plan.yaml"):
         plan = Path(tmp) / "plan.yaml"
         plan.write_text(json.dumps({"version": 1, "cleanup": {"targets": [
             {"name": "sessions", "table": "sessions", "expiry_column": "expires_at", "allow_large": True}]}}))
-        os.environ["PGKEEPER_PLAN"] = str(plan)
-        config.reset()
         try:
             for layout in LAYOUTS:
                 template = f"{prefix}_{layout}"
@@ -299,12 +289,6 @@ def main(quick: bool) -> dict:
         finally:
             for name in templates:
                 admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            config.reset()
     layouts = result["layouts"]
     result["throughput_ratio"] = min(d["ratio"] for d in layouts.values())
     result["ratio_best"] = min(d["ratio_best"] for d in layouts.values())

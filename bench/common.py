@@ -28,6 +28,35 @@ def scratch_database(prefix: str = "pgk_bench") -> Iterator[str]:
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def database_url(dbname: str) -> str:
+    """ADMIN_URL pointed at another database on the same server."""
+    params = conninfo_to_dict(ADMIN_URL)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+@contextmanager
+def pgkeeper_env(plan: str | os.PathLike[str], url: str | None = None) -> Iterator[None]:
+    """Point pgkeeper's jobs at `plan` (and the database `url`) for the block, then give the caller's
+    PGKEEPER_PLAN and DATABASE_URL back; the cached plan is dropped on the way in and out."""
+    from pgkeeper import config
+
+    saved = {k: os.environ.get(k) for k in ("PGKEEPER_PLAN", "DATABASE_URL")}
+    os.environ["PGKEEPER_PLAN"] = str(plan)
+    if url is not None:
+        os.environ["DATABASE_URL"] = url
+    config.reset()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        config.reset()
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")

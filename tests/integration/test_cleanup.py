@@ -302,6 +302,25 @@ def test_a_block_that_cannot_fit_the_cap_fails_the_target_with_a_clear_error(use
     assert len(ids(pg, "sessions")) == 50
 
 
+def test_a_target_failing_midway_reports_the_rows_its_committed_batches_deleted(use_db, pg, write_plan,
+                                                                                lambda_context):
+    # A row the app still references (no ON DELETE action) near the end of the table: the batches
+    # before it commit, the one that reaches it fails.
+    pg.execute(WIDE)
+    pg.execute("CREATE TABLE devices (id int PRIMARY KEY, session_id bigint REFERENCES sessions(id));"
+               "INSERT INTO devices VALUES (1, 19998)")
+    write_plan(plan({"table": "sessions", "expiry_column": "expires_at", "allow_large": True}))
+
+    report = cleanup_failing(lambda_context)
+
+    [target] = report["targets"]
+    assert target["outcome"] == "failed" and target["error"].startswith("ForeignKeyViolation: ")
+    assert "19998" not in target["error"]  # the server's DETAIL quotes the key: data stays out of reports
+    left = pg.execute("SELECT count(*) FROM sessions WHERE expires_at < now()").fetchone()[0]
+    assert 0 < target["rows_deleted"] == 10000 - left == report["rows_deleted"]
+    assert 19998 in ids(pg, "sessions")
+
+
 def test_large_deletes_analyze_the_table(use_db, pg, write_plan, lambda_context):
     pg.execute(TOKENS)
     pg.execute("ANALYZE tokens")

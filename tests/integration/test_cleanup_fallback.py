@@ -7,6 +7,7 @@ what the TID-range walk deletes, with any primary key shape, and resume after a 
 from __future__ import annotations
 
 import pytest
+from test_cleanup import CountdownBudget
 
 from pgkeeper import runner
 from pgkeeper.budget import Budget
@@ -75,18 +76,6 @@ def test_keyset_walk_handles_text_and_composite_primary_keys(use_db, pg, write_p
     assert pg.execute('SELECT count(*) FROM "VerificationToken"').fetchone()[0] == 3750
     assert pg.execute("""SELECT count(*) FROM "VerificationToken" WHERE expires < now() AT TIME ZONE 'UTC'"""
                       ).fetchone()[0] == 0
-
-
-class CountdownBudget(Budget):
-    """A deadline after a fixed number of budget checks: the stop point is an input, not a race."""
-
-    def __init__(self, checks: int) -> None:
-        super().__init__(3600, reserve_s=0)
-        self.checks = checks
-
-    def remaining(self) -> float:
-        self.checks -= 1
-        return 3600.0 if self.checks >= 0 else 0.0
 
 
 def test_keyset_walk_stops_at_the_deadline_and_resumes(use_db, pg, write_plan, lambda_context):

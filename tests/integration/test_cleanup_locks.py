@@ -30,7 +30,7 @@ def cleanup(lambda_context, **options) -> dict:
     return runner.execute(JOB, JobRequest(job="cleanup", options=options), lambda_context(timeout_s=60))
 
 
-def plan(method: str | None = None, **settings) -> dict:
+def plan(**settings) -> dict:
     return {"version": 1, "cleanup": {
         "targets": [{"table": "sessions", "expiry_column": "expires_at", "allow_large": True}], **settings}}
 

@@ -184,3 +184,32 @@ def test_default_rail_is_half_the_table(use_db, pg, write_plan, lambda_context):
     report = failing(lambda_context)
     assert "max_fraction 0.5" in report["targets"][0]["error"]
     assert count(pg, "sessions") == 100
+
+
+def test_rows_past_the_rail_roll_back_the_index_delete_when_the_sample_missed_them(use_db, pg, write_plan,
+                                                                                  lambda_context):
+    # 1,070 expired rows, all in blocks the rail's block sample does not read, and planner statistics
+    # from before they expired: both estimates say ~0, so the single DELETE through the expiry index
+    # is tried. It must not take the table past what max_rows allows.
+    pg.execute("""
+        CREATE TABLE sessions (id int PRIMARY KEY, expires_at timestamptz NOT NULL, pad text NOT NULL)
+            WITH (fillfactor = 50, autovacuum_enabled = off);
+        INSERT INTO sessions SELECT g, now() + interval '1 day', repeat('p', 300) FROM generate_series(1, 24000) g;
+        CREATE INDEX ON sessions (expires_at);
+        ANALYZE sessions;
+        -- Updated in place (fillfactor leaves room), so the sample reads the same blocks as before.
+        UPDATE sessions SET expires_at = now() - interval '1 hour'
+        WHERE id % 12 = 0 AND (ctid::text::point)[0]::int NOT IN (
+            SELECT (ctid::text::point)[0]::int FROM sessions
+            TABLESAMPLE SYSTEM (100.0 * 1000 / (pg_relation_size('sessions') / 8192)) REPEATABLE (0));
+    """)
+    expired = count(pg, "sessions WHERE expires_at < now()")
+    write_plan(plan({**GOOD, "max_rows": 100}))
+
+    report = failing(lambda_context)
+
+    [target] = report["targets"]
+    assert target["estimate"]["matching"] < 100 < expired  # the sample really missed them
+    assert target["outcome"] == "failed" and "safety rail: stopped after deleting" in target["error"]
+    assert target["method"] != "index"
+    assert count(pg, "sessions WHERE expires_at < now()") == expired - target["rows_deleted"]

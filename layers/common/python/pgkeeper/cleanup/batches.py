@@ -122,8 +122,9 @@ def index_path(conn: psycopg.Connection, heap: Heap, pred: Predicate, settings: 
 
     One DELETE through the index then touches only those rows, where a walk would read the whole
     table. It is tried only when the planner picks an index and few rows are expected, and it is
-    bounded by the same cap as a batch; if it would run longer, or meets a locked row, it is
-    cancelled (nothing deleted) and the walk does the job. Returns True when it did.
+    bounded by the same cap as a batch; if it would run longer, meets a locked row, or would take
+    the target past the safety rail's `limit_rows` (both estimates can miss rows), it is cancelled or
+    rolled back (nothing deleted) and the walk does the job. Returns True when it did.
     """
     limit = INDEX_PATH_ROWS_PER_MS * settings.target_ms
     if settings.dry_run:
@@ -141,14 +142,30 @@ def index_path(conn: psycopg.Connection, heap: Heap, pred: Predicate, settings: 
         if max(estimated, expected or 0) > limit:
             return False
         started = time.perf_counter()
-        cur = conn.execute(query, params)
-        rows = cur.fetchone()[0] if settings.dry_run else cur.rowcount
+        if settings.dry_run:
+            rows = conn.execute(query, params).fetchone()[0]
+        else:
+            most = None if settings.limit_rows is None else settings.limit_rows - totals.rows
+            rows = _delete_at_most(conn, query, params, most)
     except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.QueryCanceled):
+        rows = None
+    if rows is None:
         totals.txn((time.perf_counter() - started) * 1000, ok=False)
         return False
     totals.txn((time.perf_counter() - started) * 1000, ok=True)
     totals.rows += max(0, rows)
     return True
+
+
+def _delete_at_most(conn: psycopg.Connection, query: sql.Composed, params: tuple, most: int | None) -> int | None:
+    """Run the DELETE; when it removes more than `most` rows, roll it back and return None."""
+    if most is None:
+        return conn.execute(query, params).rowcount
+    with conn.transaction() as tx:
+        rows = conn.execute(query, params).rowcount
+        if rows > most:
+            raise psycopg.Rollback(tx)
+    return rows if rows <= most else None
 
 
 def uses_tid_range(conn: psycopg.Connection, query: sql.Composed, params: tuple) -> bool:

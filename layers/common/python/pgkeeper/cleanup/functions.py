@@ -16,26 +16,21 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..idents import display
 from ..plan.base import column_ident, split_name
 from ..plan.cleanup import CleanupTarget
-from .resolve import TargetProblems
+from .resolve import Relation, TargetProblems
 
 
 @dataclass
-class FunctionTarget:
+class FunctionTarget(Relation):
     spec: CleanupTarget
     schema: str
     name: str
     checked_ms: float = 0.0
 
     @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
     def display(self) -> str:
-        return display(self.schema, self.name) + "()"
+        return super().display + "()"
 
 
 def resolve_function(conn: psycopg.Connection, spec: CleanupTarget) -> FunctionTarget:

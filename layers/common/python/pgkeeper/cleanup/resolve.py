@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import first_line
-from ..idents import display
+from ..idents import QualifiedName, display
 from ..plan.base import column_ident, split_name
 from ..plan.cleanup import CleanupTarget
 from . import predicate
@@ -29,8 +29,16 @@ class TargetProblems(Exception):  # noqa: N818 - a carrier of problems, raised a
         self.problems = problems
 
 
+class Relation(QualifiedName):
+    """A schema-qualified catalog object: its name for SQL (`ident`) and for reports (`display`)."""
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+
 @dataclass(frozen=True)
-class Heap:
+class Heap(Relation):
     """A relation with storage that batches walk: the table itself, or one of its partitions."""
 
     oid: int
@@ -40,17 +48,9 @@ class Heap:
     expiry_indexed: bool = False
     """A valid index leads with the expiry column (the index path and the early-stop count need one)."""
 
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return display(self.schema, self.name)
-
 
 @dataclass
-class TableTarget:
+class TableTarget(Relation):
     spec: CleanupTarget
     oid: int
     schema: str
@@ -62,14 +62,6 @@ class TableTarget:
     """The condition's cutoffs, resolved once from the server's clock when the target was checked."""
     checked_ms: float = 0.0
     """How long checking it against the catalog took (reported: it is part of the target's cost)."""
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return display(self.schema, self.name)
 
 
 def resolve_table(conn: psycopg.Connection, spec: CleanupTarget) -> TableTarget:

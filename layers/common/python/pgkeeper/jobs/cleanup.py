@@ -116,10 +116,12 @@ def _clean(conn: psycopg.Connection, target: Target, ctx: JobContext, method: st
     plan = ctx.plan.cleanup
     dry_run = ctx.options.dry_run
     lock_ms = ctx.plan.database.lock_timeout_ms
+    table_run: TableRun | None = None
     try:
         if isinstance(target, TableTarget):
-            result = TableRun(conn, target, plan, method=method, budget=ctx.budget, dry_run=dry_run,
-                              statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms).run()
+            table_run = TableRun(conn, target, plan, method=method, budget=ctx.budget, dry_run=dry_run,
+                                 statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
+            result = table_run.run()
             result["checked_ms"] = target.checked_ms
         else:
             set_timeouts(conn, min(statement_ms, ctx.budget.remaining_ms()), lock_ms)
@@ -131,7 +133,11 @@ def _clean(conn: psycopg.Connection, target: Target, ctx: JobContext, method: st
         # One target failing does not stop the others; the run still ends `failed` and raises.
         message = f"{type(exc).__name__}: {first_line(exc)}" if isinstance(exc, psycopg.Error) else first_line(exc)
         logger.warning("cleanup target failed", extra={"target": target.spec.key, "error": message})
-        return {"target": target.spec.key, "outcome": "failed", "rows_deleted": 0, "error": message}
+        if table_run is None:
+            return {"target": target.spec.key, "outcome": "failed", "rows_deleted": 0, "error": message}
+        # The batches committed before the failure stay deleted: the report (filled in by run()'s
+        # `finally`) says how many, and the metric counts them.
+        result = {**table_run.report, "outcome": "failed", "error": message}
     if not dry_run and result.get("rows_deleted"):
         _metric(target.spec.key, result["rows_deleted"])
     logger.info("cleanup target finished", extra={"target": target.spec.key, "outcome": result.get("outcome"),
