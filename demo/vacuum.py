@@ -15,7 +15,7 @@ import sys
 
 import psycopg
 
-from demo.__main__ import ROOT, Demo, table
+from demo.__main__ import ROOT, Demo, job_report, table
 
 
 def run(demo: Demo) -> None:
@@ -73,9 +73,8 @@ def health(demo: Demo, title: str) -> None:
 
 
 def show(result: dict, title: str) -> None:
-    report = result.get("report")
+    report = job_report(result, title)
     if report is None:
-        print(f"\n{title}\n  invocation failed: {result.get('errorType')}: {result.get('errorMessage')}")
         return
     rows = []
     for t in report["tables"]:

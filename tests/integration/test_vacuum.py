@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgkeeper.errors import EventError
 from pgkeeper.handler import handle
@@ -65,6 +66,37 @@ def burn_xids(pg: psycopg.Connection, n: int) -> None:
     pg.execute("SET synchronous_commit = off")
     pg.execute("CALL pg_temp.burn(%s)", [n])
     pg.execute("RESET synchronous_commit")
+
+
+def current_xid(pg: psycopg.Connection) -> int:
+    return int(pg.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0])
+
+
+def pin_with_young_snapshot(url: str, table: str, after_xid: int, timeout_s: float = 30.0) -> psycopg.Connection:
+    """A session keeping `table`'s first page pinned (an open cursor), whose snapshot is younger than `after_xid`.
+
+    An aggressive VACUUM waits for such a pin only if the page holds rows to freeze: rows older than the
+    database's xmin horizon, which this session's snapshot sets. A snapshot's xmin is the oldest
+    transaction still running anywhere in the cluster, so a long transaction in another database (another
+    test run, a CREATE DATABASE) would leave nothing freezable and the VACUUM would not wait at all: wait
+    (bounded) until every transaction from before `after_xid` has ended.
+    """
+    pin = psycopg.connect(url)
+    pin.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # the cursor reads with the snapshot checked
+
+    def young() -> bool:
+        pin.rollback()
+        row = pin.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()
+        return int(row[0]) > after_xid
+
+    try:
+        wait_for(young, timeout_s, what=f"transactions older than {table}'s rows to end (xmin horizon)")
+        pin.execute(sql.SQL("DECLARE c CURSOR FOR SELECT * FROM {}").format(sql.Identifier(table)))
+        pin.execute("FETCH 1 FROM c")
+    except BaseException:
+        pin.close()
+        raise
+    return pin
 
 
 def run(options: dict | None = None, timeout_s: float = 120.0) -> dict:
@@ -162,16 +194,14 @@ def test_deadline_stops_the_run_and_next_run_resumes_with_what_was_left(pg, db_u
     # `old` is past its (per-table) freeze max age, so it goes first and is vacuumed with FREEZE, which
     # must wait for the cleanup lock on a page another session keeps pinned with an open cursor.
     make_table(pg, "old", rows=100, extra=", autovacuum_freeze_max_age = 100000")
+    written = current_xid(pg)
     make_table(pg, "d1")
     make_table(pg, "d2")
     for name in ("d1", "d2"):
         wait_dead(pg, name, dirty(db_url, name, every=10))
     burn_xids(pg, 110_000)
-    pin = psycopg.connect(db_url)
+    pin = pin_with_young_snapshot(db_url, "old", after_xid=written)
     try:
-        pin.execute("DECLARE c CURSOR FOR SELECT * FROM old")
-        pin.execute("FETCH 1 FROM c")
-
         result = run(timeout_s=4)
 
         assert pin.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # still pinned: no waiting
@@ -309,3 +339,23 @@ def test_bad_vacuum_plan_lists_every_problem(tmp_path):
     for where in ("vacuum.thresholds.dead_ratio", "vacuum.thresholds.freez_age_fraction",
                   "vacuum.expected_indexes[0].columns", "vacuum.schemas[0]"):
         assert where in text
+
+
+def test_toast_freeze_max_age_counts_in_the_selection_and_the_health_report_alike(pg, plan):
+    from pgkeeper.config import get_plan
+    from pgkeeper.health import build_report
+
+    make_table(pg, "toast_limit", rows=1000, extra=", toast.autovacuum_freeze_max_age = 100000")
+    make_table(pg, "default_limit", rows=1000)
+    burn_xids(pg, 60_000)
+
+    health = build_report(pg, get_plan())
+    result = run()
+
+    assert [(t["table"], t["action"], t["outcome"]) for t in result["report"]["tables"]] == [
+        ("public.toast_limit", "freeze", "frozen")
+    ]
+    [chk] = [c for c in health["checks"] if c["check"] == "wraparound_tables"]
+    oldest = chk["items"][0]
+    assert (oldest["object"], oldest["freeze_max_age"], oldest["severity"]) == ("public.toast_limit", 100_000, "info")
+    assert oldest["freeze_fraction"] >= 0.6

@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.abc import Query
 from psycopg.rows import dict_row
 
 from ..idents import display
 from ..plan.base import column_ident, split_name
 from ..plan.vacuum import VacuumPlan
+from ..vacuum.reindex import reindex_leftover
 from . import queries
 
 SEVERITIES = ("ok", "info", "warning", "critical")
@@ -42,7 +44,7 @@ class Ctx:
     def top(self) -> int:
         return self.plan.health.top
 
-    def rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def rows(self, query: Query, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query, params).fetchall()
 
@@ -410,7 +412,7 @@ def _invalid(idx: list[dict[str, Any]]) -> Check:
         name = display(r["nspname"], r["index_name"])
         if r["being_built"]:
             sev, msg = "info", "invalid while an index build on its table is in progress"
-        elif r["index_name"].rstrip("0123456789").endswith(("_ccnew", "_ccold")):
+        elif reindex_leftover(r["index_name"]):
             sev, msg = "warning", "left by an interrupted REINDEX CONCURRENTLY: DROP INDEX CONCURRENTLY it"
         else:
             sev = "warning"

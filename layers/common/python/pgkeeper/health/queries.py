@@ -10,6 +10,10 @@ statistics, not the pgstattuple extension.
 
 from __future__ import annotations
 
+from psycopg import sql
+
+from ..vacuum.selection import FREEZE_MAX_AGES
+
 SETTINGS = """
 SELECT pg_catalog.current_database() AS database,
        pg_catalog.current_setting('server_version') AS server_version,
@@ -31,8 +35,8 @@ SELECT d.datname, pg_catalog.age(d.datfrozenxid)::bigint AS xid_age,
  ORDER BY 2 DESC
 """
 
-# Worst tables by fraction of their effective freeze max age (a per-table reloption only lowers it).
-WRAPAROUND_TABLES = """
+# Worst tables by fraction of their effective freeze max age, judged like the vacuum job's selection.
+WRAPAROUND_TABLES = sql.SQL("""
 WITH cfg AS (
     SELECT pg_catalog.current_setting('autovacuum_freeze_max_age')::bigint AS fmax,
            pg_catalog.current_setting('autovacuum_multixact_freeze_max_age')::bigint AS mmax
@@ -41,17 +45,11 @@ WITH cfg AS (
            greatest(pg_catalog.age(c.relfrozenxid), coalesce(pg_catalog.age(t.relfrozenxid), 0))::bigint AS xid_age,
            greatest(pg_catalog.mxid_age(c.relminmxid), coalesce(pg_catalog.mxid_age(t.relminmxid), 0))::bigint
                AS mxid_age,
-           least(cfg.fmax, coalesce(o.fmax, cfg.fmax)) AS freeze_max_age,
-           least(cfg.mmax, coalesce(o.mmax, cfg.mmax)) AS mxid_freeze_max_age
+           fm.freeze_max_age, fm.mxid_freeze_max_age
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN cfg
-      LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
-      LEFT JOIN LATERAL (
-          SELECT (max(option_value) FILTER (WHERE option_name = 'autovacuum_freeze_max_age'))::bigint AS fmax,
-                 (max(option_value) FILTER (WHERE option_name = 'autovacuum_multixact_freeze_max_age'))::bigint
-                     AS mmax
-            FROM pg_catalog.pg_options_to_table(c.reloptions)) o ON true
+      LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid{freeze_max_ages}
      WHERE c.relkind IN ('r', 'm') AND n.nspname !~ '^pg_toast'
 )
 SELECT rel.*, greatest(rel.xid_age::float8 / rel.freeze_max_age,
@@ -59,7 +57,7 @@ SELECT rel.*, greatest(rel.xid_age::float8 / rel.freeze_max_age,
   FROM rel
  ORDER BY freeze_frac DESC, rel.nspname, rel.relname
  LIMIT %(top)s
-"""
+""").format(freeze_max_ages=FREEZE_MAX_AGES)
 
 # Sessions that hold back the xmin horizon of this database's tables (or of every database:
 # walsenders with hot_standby_feedback). VACUUMs in progress are ignored by the horizon. No query

@@ -71,7 +71,7 @@ def enqueue(conn: psycopg.Connection, run_id: str, targets: Iterable[Target]) ->
         return
     conn.execute(
         _ENQUEUE,
-        [run_id, [x.schema for x in targets], [x.table for x in targets], [x.action for x in targets]],
+        [run_id, [x.schema for x in targets], [x.name for x in targets], [x.action for x in targets]],
     )
 
 
@@ -80,12 +80,12 @@ def done(conn: psycopg.Connection, target: Target, action: str) -> None:
     assert action in ACTIONS
     conn.execute(
         _DONE,
-        [target.schema, target.table, action],
+        [target.schema, target.name, action],
     )
 
 
 def left(conn: psycopg.Connection, target: Target, reason: str) -> None:
     conn.execute(
         "UPDATE pgkeeper.vacuum_backlog SET reason = %s WHERE schema_name = %s AND table_name = %s",
-        [reason[:500], target.schema, target.table],
+        [reason[:500], target.schema, target.name],
     )

@@ -37,7 +37,10 @@ SELECT n.nspname, ct.relname AS table_name, ci.relname AS index_name, i.indexrel
 
 _INVALID_ON_TABLE = "SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = %s AND NOT indisvalid"
 
-_LEFTOVER_SUFFIXES = ("_ccnew", "_ccold")
+
+def reindex_leftover(index_name: str) -> bool:
+    """`x_ccnew`, `x_ccold1`, ...: what an interrupted REINDEX CONCURRENTLY leaves behind."""
+    return index_name.rstrip("0123456789").endswith(("_ccnew", "_ccold"))
 
 
 def invalid_indexes(conn: psycopg.Connection, plan: VacuumPlan) -> list[dict[str, Any]]:
@@ -63,7 +66,7 @@ def rebuild_invalid(db: Any, main: psycopg.Connection, budget: Budget, plan: Vac
             items.append(item)
             if idx["being_built"]:
                 item.update(outcome="skipped", why="an index build is in progress on this table")
-            elif idx["index"].rstrip("0123456789").endswith(_LEFTOVER_SUFFIXES):
+            elif reindex_leftover(idx["index"]):
                 item.update(outcome="skipped", why="left by an interrupted REINDEX CONCURRENTLY: drop it "
                                                    "with DROP INDEX CONCURRENTLY")
             elif dry_run:

@@ -52,7 +52,7 @@ class Outcome:
 
 def statement(target: Target) -> sql.Composed:
     """The cheapest statement that meets the table's need (see selection.py for FREEZE's reasons)."""
-    ident = sql.Identifier(target.schema, target.table)
+    ident = sql.Identifier(target.schema, target.name)
     if target.action == "analyze":
         return sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(ident)
     options = ["SKIP_LOCKED"]
@@ -65,7 +65,7 @@ def statement(target: Target) -> sql.Composed:
 
 def item_for(target: Target) -> dict[str, Any]:
     return {
-        "table": target.name,
+        "table": target.display,
         "action": target.action,
         "reasons": target.reasons,
         "carried_over": target.carried_over,
@@ -113,10 +113,10 @@ def _one(work: psycopg.Connection, main: psycopg.Connection, budget: Budget, tar
     except psycopg.errors.QueryCanceled:
         # statement_timeout (our deadline) or a cancel from an operator: either way, stop here politely.
         item["duration_s"] = round(time.monotonic() - started, 3)
-        out.stopped = (f"deadline: {target.name} did not finish within the {timeout_ms / 1000:.1f}s left "
+        out.stopped = (f"deadline: {target.display} did not finish within the {timeout_ms / 1000:.1f}s left "
                        "(statement_timeout)")
         _left(main, target, item, out.stopped + "; it goes first next run")
-        logger.warning(f"{target.action} of {target.name} cancelled", extra={"after_s": item["duration_s"]})
+        logger.warning(f"{target.action} of {target.display} cancelled", extra={"after_s": item["duration_s"]})
         return
     except psycopg.errors.UndefinedTable:
         item.update(outcome="gone", why="the table was dropped after it was selected")
@@ -138,7 +138,7 @@ def _one(work: psycopg.Connection, main: psycopg.Connection, budget: Budget, tar
     )
     backlog.done(main, target, target.action)
     logger.info(
-        f"{item['outcome']} {target.name} in {item['duration_s']}s",
+        f"{item['outcome']} {target.display} in {item['duration_s']}s",
         extra={"dead_tuples": [item["dead_tuples_before"], item["dead_tuples_after"]],
                "xid_age": [item["xid_age_before"], item["xid_age_after"]]},
     )
@@ -147,7 +147,7 @@ def _one(work: psycopg.Connection, main: psycopg.Connection, budget: Budget, tar
 def _skipped(main: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:
     item.update(outcome="skipped", why=why + "; it goes first next run")
     backlog.left(main, target, why)
-    logger.warning(f"skipped {target.name}: {why}")
+    logger.warning(f"skipped {target.display}: {why}")
 
 
 def _left(main: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
-from ..idents import display
+from ..idents import QualifiedName, display
 from ..plan.vacuum import VacuumPlan
 
 ACTIONS = ("analyze", "vacuum", "freeze")
@@ -44,31 +45,34 @@ def stronger(a: str, b: str) -> str:
 
 
 @dataclass
-class Target:
+class Target(QualifiedName):
     schema: str
-    table: str
+    name: str
     oid: int
     action: str
     reasons: list[str] = field(default_factory=list)
     urgency: float = 0.0
     carried_over: bool = False
-    forced: bool = False
     with_analyze: bool = True
     """A freeze-only target skips ANALYZE: its statistics are not stale, sampling them again is waste."""
     stats: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.schema, self.table)
 
-    @property
-    def name(self) -> str:
-        return display(self.schema, self.table)
-
+# The effective autovacuum_(multixact_)freeze_max_age of table `c` and its toast table `t`, in a query whose
+# `cfg` has the global settings (fmax, mmax): a reloption, on the table or as toast.* on its toast table,
+# only lowers the global setting (the server ignores a larger one); least() skips an unset option's NULL.
+# One text for the selection and the health report, so both judge a table's freeze age alike.
+FREEZE_MAX_AGES = sql.SQL("""
+      LEFT JOIN LATERAL (
+          SELECT least(cfg.fmax, min(CASE WHEN option_name = 'autovacuum_freeze_max_age'
+                                          THEN option_value::bigint END)) AS freeze_max_age,
+                 least(cfg.mmax, min(CASE WHEN option_name = 'autovacuum_multixact_freeze_max_age'
+                                          THEN option_value::bigint END)) AS mxid_freeze_max_age
+            FROM pg_catalog.pg_options_to_table(pg_catalog.array_cat(c.reloptions, t.reloptions))) fm ON true""")
 
 # Static text; every value is a parameter. pg_stat_all_tables has a row for every table (zeros when
 # never touched); toast tables count through their parent (VACUUM of the parent processes both).
-CANDIDATES_SQL = """
+CANDIDATES_SQL = sql.SQL("""
 WITH cfg AS (
     SELECT pg_catalog.current_setting('autovacuum_freeze_max_age')::bigint AS fmax,
            pg_catalog.current_setting('autovacuum_multixact_freeze_max_age')::bigint AS mmax,
@@ -85,25 +89,14 @@ WITH cfg AS (
            greatest(pg_catalog.age(c.relfrozenxid), coalesce(pg_catalog.age(t.relfrozenxid), 0))::bigint AS xid_age,
            greatest(pg_catalog.mxid_age(c.relminmxid),
                     coalesce(pg_catalog.mxid_age(t.relminmxid), 0))::bigint AS mxid_age,
-           least(cfg.fmax, coalesce(o.fmax, cfg.fmax), coalesce(tot.fmax, cfg.fmax)) AS freeze_max_age,
-           least(cfg.mmax, coalesce(o.mmax, cfg.mmax), coalesce(tot.mmax, cfg.mmax)) AS mxid_freeze_max_age,
+           fm.freeze_max_age, fm.mxid_freeze_max_age,
            (pg_catalog.pg_has_role(c.relowner, 'USAGE')
               OR pg_catalog.pg_has_role(cfg.datdba, 'USAGE')) AS permitted
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN cfg
       LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = c.oid
-      LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
-      LEFT JOIN LATERAL (
-          SELECT (max(option_value) FILTER (WHERE option_name = 'autovacuum_freeze_max_age'))::bigint AS fmax,
-                 (max(option_value) FILTER (WHERE option_name = 'autovacuum_multixact_freeze_max_age'))::bigint
-                     AS mmax
-            FROM pg_catalog.pg_options_to_table(c.reloptions)) o ON true
-      LEFT JOIN LATERAL (
-          SELECT (max(option_value) FILTER (WHERE option_name = 'autovacuum_freeze_max_age'))::bigint AS fmax,
-                 (max(option_value) FILTER (WHERE option_name = 'autovacuum_multixact_freeze_max_age'))::bigint
-                     AS mmax
-            FROM pg_catalog.pg_options_to_table(t.reloptions)) tot ON true
+      LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid{freeze_max_ages}
      WHERE c.relkind IN ('r', 'm')
        AND c.relpersistence <> 't'
        AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
@@ -134,7 +127,7 @@ SELECT need.*,
     OR (need.n_mod_since_analyze >= %(changes)s AND need.mod_ratio >= %(changed_ratio)s
         AND need.n_mod_since_analyze > 0)
     OR (need.nspname, need.relname) IN (SELECT * FROM unnest(%(inc_schema)s::text[], %(inc_table)s::text[]))
-"""
+""").format(freeze_max_ages=FREEZE_MAX_AGES)
 
 STATS_SQL = """
 SELECT coalesce(s.n_dead_tup, 0) AS n_dead_tup, coalesce(s.n_live_tup, 0) AS n_live_tup,
@@ -209,10 +202,10 @@ def select(
         if target is None:
             continue
         if not row["permitted"]:
-            not_permitted.append(target.name)
+            not_permitted.append(target.display)
             continue
         targets.append(target)
-    targets.sort(key=lambda x: (not x.carried_over, -x.urgency, -x.stats["n_dead_tup"], x.name))
+    targets.sort(key=lambda x: (not x.carried_over, -x.urgency, -x.stats["n_dead_tup"], x.display))
     not_found = sorted(display(*k) for k in (forced | hot) - seen)
     return Selection(targets=targets, considered=int(considered or 0), not_permitted=not_permitted,
                      not_found=not_found)
@@ -256,9 +249,9 @@ def _target(row: dict[str, Any], mode: str, *, forced: bool, carried: str | None
     )
     stats = {k: row[k] for k in ("n_live_tup", "n_dead_tup", "n_mod_since_analyze", "xid_age", "mxid_age",
                                  "freeze_max_age", "mxid_freeze_max_age", "last_vacuum", "last_analyze")}
-    return Target(schema=row["nspname"], table=row["relname"], oid=row["oid"], action=action, reasons=reasons,
-                  urgency=round(float(urgency), 4), carried_over=carried is not None, forced=forced,
-                  with_analyze=with_analyze, stats=stats)
+    return Target(schema=row["nspname"], name=row["relname"], oid=row["oid"], action=action, reasons=reasons,
+                  urgency=round(float(urgency), 4), carried_over=carried is not None, with_analyze=with_analyze,
+                  stats=stats)
 
 
 def _count_tables(conn: psycopg.Connection, plan: VacuumPlan) -> int:
