@@ -19,10 +19,8 @@ def scratch_database(prefix: str = "pgk_bench") -> Iterator[str]:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as c:
         c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(ADMIN_URL)
-    params["dbname"] = name
     try:
-        yield make_conninfo(**params)
+        yield database_url(name)
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as c:
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

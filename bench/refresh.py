@@ -11,7 +11,6 @@ change before each refresh, so CONCURRENTLY has a real diff to apply.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from common import percentile, scratch_database
+from common import percentile, pgkeeper_env, scratch_database
 
 SCHEMA = """
 CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL);
@@ -112,7 +111,7 @@ def change_some_rows(url: str, rows: int, round_no: int) -> None:
 def main(quick: bool) -> dict:
     rows = 200_000 if quick else 1_000_000
     rounds = 1 if quick else 2
-    from pgkeeper import config, runner
+    from pgkeeper import runner
     from pgkeeper.jobs.refresh import JOB
     from pgkeeper.local.context import LocalContext
     from pgkeeper.log import logger
@@ -129,9 +128,6 @@ def main(quick: bool) -> dict:
         (Path(tmp) / "mv_orders.sql").write_text(VIEW)
         plan.write_text("version: 1\nrefresh:\n  views:\n    - name: mv_orders\n"
                         "      definition: mv_orders.sql\n      concurrently: true\n")
-        saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "PGKEEPER_PLAN")}
-        os.environ.update({"DATABASE_URL": url, "PGKEEPER_PLAN": str(plan)})
-        config.reset()
 
         def by_pgkeeper() -> dict:
             result = runner.execute(JOB, JobRequest(job="refresh"), LocalContext(900))
@@ -144,7 +140,7 @@ def main(quick: bool) -> dict:
                 c.execute("REFRESH MATERIALIZED VIEW mv_orders")
             return {}
 
-        try:
+        with pgkeeper_env(plan, url):
             log("idle reader (no refresh running)")
             idle, _, _ = measure(url, rows, lambda: time.sleep(2.0) or {})
             lat = {"pgkeeper": [], "plain": []}
@@ -159,13 +155,6 @@ def main(quick: bool) -> dict:
                     refresh_ms[name].append(info.get("duration_ms", wall_ms))
                     if name == "pgkeeper":
                         job_ms.append(wall_ms)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            config.reset()
 
     def stats(values: list[float]) -> tuple[float, float, float]:
         return round(percentile(values, 50), 2), round(percentile(values, 99), 2), round(max(values), 2)

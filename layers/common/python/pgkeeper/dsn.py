@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from urllib.parse import quote
@@ -11,7 +10,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError
 from .plan.database import DatabaseSettings
-from .secrets import get_secret
+from .secrets import get_secret, secret_object
 
 _NEON_POOLER = re.compile(r"^(ep-[a-z0-9-]+?)-pooler(\..+)$")
 
@@ -35,12 +34,7 @@ def url_from_secret(value: str, arn: str = "secret") -> str:
     value = value.strip()
     if value.startswith(("postgres://", "postgresql://")):
         return value
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError:
-        raise ConfigError(f"{arn}: neither a postgres:// URL nor JSON") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{arn}: JSON secret must be an object")
+    data = secret_object(value, arn, "a postgres:// URL")
     for key in ("url", "DATABASE_URL", "database_url"):
         if isinstance(data.get(key), str):
             return data[key]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from psycopg import sql
+
 _PART = re.compile(r'\s*(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*')
 
 
@@ -50,7 +52,8 @@ def display(schema: str, name: str) -> str:
 
 
 class QualifiedName:
-    """Mixin for records with `schema` and `name` fields: a dict key and a name for reports."""
+    """Mixin for records with `schema` and `name` fields: a dict key, a name for reports
+    (`display`) and the name for SQL (`ident`, always quoted through psycopg.sql)."""
 
     schema: str
     name: str
@@ -62,3 +65,7 @@ class QualifiedName:
     @property
     def display(self) -> str:
         return display(self.schema, self.name)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)

@@ -43,6 +43,21 @@ def get_secret(arn: str, *, ttl_s: float = 300.0, force: bool = False) -> str:
     return value
 
 
+def secret_object(value: str, arn: str, expected: str) -> dict[str, Any]:
+    """A secret that is not a plain URL must be a JSON object; `expected` names the URL it is not."""
+    import json
+
+    from .errors import ConfigError
+
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError:
+        raise ConfigError(f"{arn}: neither {expected} nor JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{arn}: JSON secret must be an object")
+    return data
+
+
 def reset_cache() -> None:
     global _client
     with _LOCK:

@@ -6,14 +6,13 @@ never pays for importing redis-py or upstash-redis (and httpx) at cold start.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..plan.cache import CachePlan
-from ..secrets import get_secret
+from ..secrets import get_secret, secret_object
 from .client import CacheClient
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -74,12 +73,7 @@ def target_from_secret(value: str, arn: str, backend: str = "auto") -> Target:
     value = value.strip()
     if value.startswith(("redis://", "rediss://")):
         return Target("redis", value, None, f"secret {arn}")
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError:
-        raise ConfigError(f"{arn}: neither a redis:// URL nor JSON with a REST url and token") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{arn}: JSON secret must be an object")
+    data = secret_object(value, arn, "a redis:// URL")
     rest_url = _first(data, _REST_URL_KEYS, ("https://", "http://"))
     token = _first(data, _REST_TOKEN_KEYS, ("",))
     redis_url = _first(data, _REDIS_URL_KEYS, ("redis://", "rediss://"))

@@ -16,13 +16,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..idents import QualifiedName
 from ..plan.base import column_ident, split_name
 from ..plan.cleanup import CleanupTarget
-from .resolve import Relation, TargetProblems
+from .resolve import TargetProblems
 
 
 @dataclass
-class FunctionTarget(Relation):
+class FunctionTarget(QualifiedName):
     spec: CleanupTarget
     schema: str
     name: str

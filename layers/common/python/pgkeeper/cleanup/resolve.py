@@ -29,16 +29,8 @@ class TargetProblems(Exception):  # noqa: N818 - a carrier of problems, raised a
         self.problems = problems
 
 
-class Relation(QualifiedName):
-    """A schema-qualified catalog object: its name for SQL (`ident`) and for reports (`display`)."""
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-
 @dataclass(frozen=True)
-class Heap(Relation):
+class Heap(QualifiedName):
     """A relation with storage that batches walk: the table itself, or one of its partitions."""
 
     oid: int
@@ -50,7 +42,7 @@ class Heap(Relation):
 
 
 @dataclass
-class TableTarget(Relation):
+class TableTarget(QualifiedName):
     spec: CleanupTarget
     oid: int
     schema: str

@@ -41,10 +41,6 @@ class Relation(QualifiedName):
     kind: str  # 'm' materialized view, 'v' view
     populated: bool
 
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
 
 @dataclass
 class Catalog:
