@@ -30,7 +30,7 @@ from ..backup.pipeline import MultipartUpload, Progress, dump_to_s3
 from ..backup.restore import dbname
 from ..backup.retention import decide
 from ..backup.snapshot import Snapshot, select_tables
-from ..backup.store import BackupStore, database_folder, s3_client
+from ..backup.store import BackupStore, DeferredClient, database_folder, s3_client
 from ..backup.verify import verify_backup
 from ..dsn import session_conninfo
 from ..errors import ConfigError, PgkeeperError, first_line
@@ -59,15 +59,15 @@ def run(ctx: JobContext) -> dict[str, Any]:
     database = dbname(ctx.db.conninfo)
     if not database:
         raise ConfigError("the database URL names no database (…/dbname): pg_dump needs one")
-    s3 = s3_client(concurrency=plan.upload_concurrency)
+    s3 = DeferredClient(lambda: s3_client(concurrency=plan.upload_concurrency))
     store = BackupStore(s3, bucket, plan.prefix, database)
     if opts.dry_run:
         return _dry_run(ctx, store)
 
     started = time.monotonic()
     timings: dict[str, float] = {}
-    pg_dump = pgtools.find("pg_dump")
-    pg_restore = pgtools.find("pg_restore")
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgkeeper-tools") as pool:
+        pg_dump, pg_restore = pool.map(pgtools.find, ("pg_dump", "pg_restore"))
     mode = opts.verify or plan.verify
     # Resolved before anything is dumped: a misconfigured restore test must not cost a whole upload.
     verify_server = _verify_server(ctx, plan.verify_server_url_env) if mode == "restore" else ""
