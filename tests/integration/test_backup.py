@@ -124,6 +124,8 @@ def test_backup_restores_into_a_new_database_with_same_rows_and_contents(seeded,
     report = result["report"]
     assert result["status"] == "succeeded"
     assert report["verification"]["ok"] and report["verification"]["sha256"] == "match"
+    assert report["verification"]["decoded"] == {"bytes": report["bytes_in"], "where": "upload"}
+    assert report["verification"]["bytes_read"] == report["bytes_out"]
     assert report["bytes_out"] < report["bytes_in"] and report["ratio"] > 1
     assert report["tables"] >= len(TABLES) + 1  # + pgkeeper's own tables (run history)
     assert set(_bucket_keys(s3)) == {report["key"], report["manifest_key"]}
@@ -580,3 +582,101 @@ def test_read_back_checks_hash_and_size_and_raises_a_broken_download():
     assert (stats.bytes_compressed, stats.bytes_decompressed) == (len(blob), len(archive))
     with pytest.raises(ConnectionResetError):
         stream_archive(_FailingBody(blob, len(blob) // 2), [], expected_sha256=None, hold_back=False)
+
+
+def _chunks(data: bytes, size: int = 256 * 1024) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def test_round_trip_passes_a_whole_stream_and_refuses_a_damaged_or_short_one():
+    """The in-pipeline decode is what stands for a full read-back decode: it must catch what that would."""
+    from pgkeeper.backup.roundtrip import RoundTrip
+
+    archive = os.urandom(1 << 20) + b"pg_dump archive " * 400_000
+    blob = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(archive)
+
+    check = RoundTrip()
+    for chunk in _chunks(blob):
+        check.feed(chunk)
+    assert check.finish(len(archive)) == len(archive)
+
+    damaged = bytearray(blob)
+    damaged[len(blob) // 2] ^= 0x40
+    check = RoundTrip()
+    with pytest.raises(BackupError, match="does not decode"):
+        for chunk in _chunks(bytes(damaged)):
+            check.feed(chunk)
+        check.finish(len(archive))
+
+    check = RoundTrip()
+    with pytest.raises(BackupError, match="decodes to|does not decode"):
+        for chunk in _chunks(blob[: len(blob) * 2 // 3]):
+            check.feed(chunk)
+        check.finish(len(archive))
+
+
+def test_a_compressed_stream_that_does_not_decode_is_never_kept(seeded, plan, s3, monkeypatch):
+    """A fault between compressor and upload (here: one flipped bit) fails the run; no object, no upload left."""
+    from pgkeeper.backup import pipeline
+
+    real = pipeline.zstandard.ZstdCompressor
+
+    class Flipping:
+        def __init__(self, **kw):
+            self._real = real(**kw)
+
+        def compressobj(self):
+            inner = self._real.compressobj()
+
+            class Obj:
+                flipped = False
+
+                def compress(self, data):
+                    out = inner.compress(data)
+                    if out and len(out) > 100 and not Obj.flipped:
+                        Obj.flipped = True
+                        out = out[:50] + bytes([out[50] ^ 0x10]) + out[51:]
+                    return out
+
+                def flush(self, *a):
+                    out = inner.flush(*a)
+                    if len(out) > 100 and not Obj.flipped:
+                        Obj.flipped = True
+                        out = out[:50] + bytes([out[50] ^ 0x10]) + out[51:]
+                    return out
+
+            return Obj()
+
+    monkeypatch.setattr(pipeline.zstandard, "ZstdCompressor", Flipping)
+    with pytest.raises(BackupError, match="does not decode"):
+        _run()
+    assert _bucket_keys(s3) == []
+    assert _multipart_uploads(s3) == []
+
+
+def test_list_verification_hashes_the_whole_object_though_it_decodes_only_the_head():
+    """`list` mode stops decompressing once pg_restore --list has its table of contents, but a
+    damaged byte anywhere in the object still fails the SHA-256."""
+    import hashlib
+    import io
+
+    from pgkeeper.backup.errors import ChecksumMismatchError
+    from pgkeeper.backup.restore import Sink, stream_archive
+
+    archive = os.urandom(4 << 20) + b"table data " * 600_000
+    blob = zstandard.ZstdCompressor(level=3).compress(archive)
+    want = hashlib.sha256(blob).hexdigest()
+
+    def head_reader() -> Sink:  # reads 64 KB, then exits, as pg_restore --list does after the TOC
+        return Sink("head", ["head", "-c", "65536"], dict(os.environ), may_stop_early=True, capture_stdout=True)
+
+    stats = stream_archive(io.BytesIO(blob), [head_reader()], expected_sha256=want, hold_back=False,
+                           decode_all=False)
+    assert stats.bytes_compressed == len(blob)
+    assert stats.bytes_decompressed < len(archive)
+
+    tail_damaged = bytearray(blob)
+    tail_damaged[-100] ^= 0x01
+    with pytest.raises(ChecksumMismatchError):
+        stream_archive(io.BytesIO(bytes(tail_damaged)), [head_reader()], expected_sha256=want, hold_back=False,
+                       decode_all=False)

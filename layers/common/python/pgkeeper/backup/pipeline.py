@@ -1,10 +1,11 @@
 """pg_dump → zstd → S3 multipart upload, in one stream: no temp file, bounded memory.
 
 The producer (the calling thread) reads pg_dump's stdout, feeds zstd (whose worker threads
-compress without the GIL), hashes the compressed bytes in order (SHA-256) and cuts them into
-parts; a small pool uploads parts concurrently. At most `concurrency + 1` parts exist in memory
-at once, whatever the database size. On any failure pg_dump is killed and the multipart upload
-is aborted, so no object appears; the caller raises.
+compress without the GIL), hashes the compressed bytes in order (SHA-256), hands them to the
+round-trip decoder (roundtrip.py) and cuts them into parts; a small pool uploads parts
+concurrently. At most `concurrency + 1` parts exist in memory at once (the decoder holds
+references to two of them, not copies), whatever the database size. On any failure pg_dump
+is killed and the multipart upload is aborted, so no object appears; the caller raises.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import zstandard
 
 from ..log import logger
 from .errors import BackupError
+from .roundtrip import RoundTrip
 
 READ_SIZE = 1024 * 1024
 PIPE_SIZE = 1024 * 1024
@@ -51,6 +53,8 @@ class UploadResult:
     parts: int
     dump_s: float
     part_size: int
+    decoded: int
+    """Bytes the round-trip check decoded from the uploaded stream (equal to bytes_in)."""
 
 
 class Aborted(BackupError):
@@ -238,6 +242,7 @@ def dump_to_s3(
     buf = bytearray()
     number = 1
     proc: subprocess.Popen | None = None
+    check = RoundTrip()
     try:
         # pg_dump first: its catalog queries overlap the upload's creation (and, on a cold start,
         # the S3 client's), while the pipe holds what it writes meanwhile.
@@ -253,6 +258,7 @@ def dump_to_s3(
         def emit(data: bytes) -> None:
             nonlocal number
             sha.update(data)
+            check.feed(data)
             upload.submit(number, data)
             progress.parts = number
             progress.bytes_out += len(data)
@@ -280,8 +286,10 @@ def dump_to_s3(
         buf += comp.flush()
         while buf:
             emit(_take(buf, part_size_for(number, part_size)))
+        decoded = check.finish(progress.bytes_in)  # before complete(): a stream that fails it never appears
         upload.complete()
     except BaseException as exc:
+        check.cancel()
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -302,4 +310,5 @@ def dump_to_s3(
         parts=progress.parts,
         dump_s=time.monotonic() - progress.started,
         part_size=part_size,
+        decoded=decoded,
     )

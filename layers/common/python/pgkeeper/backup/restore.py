@@ -189,10 +189,13 @@ def stream_archive(
     *,
     expected_sha256: str | None,
     hold_back: bool,
+    decode_all: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> StreamStats:
     """Feed the decompressed object to every sink; check the SHA-256 before the last bytes go out.
 
+    `decode_all=False`: stop decompressing once every sink has stopped reading (pg_restore --list
+    after the table of contents); the rest of the object is still read and hashed.
     On any failure every sink is killed (an unfinished pg_restore --single-transaction commits
     nothing) and the error is raised.
     """
@@ -202,8 +205,8 @@ def stream_archive(
     pending: bytes | None = None
     try:
         try:
-            with zstandard.ZstdDecompressor().stream_reader(reader, read_size=READ_SIZE,
-                                                           read_across_frames=True) as zr:
+            with zstandard.ZstdDecompressor().stream_reader(reader, read_size=READ_SIZE, read_across_frames=True,
+                                                           closefd=False) as zr:
                 while True:
                     chunk = zr.read(READ_SIZE)
                     if not chunk:
@@ -217,6 +220,8 @@ def stream_archive(
                         _feed(sinks, chunk)
                     if on_progress is not None:
                         on_progress(reader.bytes, decompressed)
+                    if not decode_all and not any(sink.open for sink in sinks):
+                        break
         except zstandard.ZstdError as exc:
             raise ChecksumMismatchError(f"the object cannot be decompressed ({exc}): it was altered or damaged "
                                         "after upload") from exc

@@ -1,9 +1,11 @@
 """Verification of a fresh backup, before its manifest is written and before retention runs.
 
-`list`: read the object back, check the SHA-256 and the decompressed size, and compare the
-archive's table of contents (`pg_restore --list`) with the tables counted in the snapshot.
-`restore`: the same stream also restores into a scratch database, whose row counts must equal
-the manifest's; the scratch database is dropped afterwards.
+`list`: read the whole object back and check its SHA-256 (the same bytes the pipeline decoded in
+full while uploading: roundtrip.py), and compare the archive's table of contents (`pg_restore
+--list`, fed from the object's head) with the tables counted in the snapshot.
+`restore`: the object is also decompressed in full and restored into a scratch database, whose
+size must equal pg_dump's output and whose row counts must equal the manifest's; the scratch
+database is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -54,17 +56,22 @@ def verify_backup(
             version_num = int(admin.execute("SHOW server_version_num").fetchone()[0])
             sinks.append(restore_sink(pg_restore, scratch_url, server_version_num=version_num, purpose="backup/verify"))
         try:
-            stats = stream_archive(body, sinks, expected_sha256=manifest["sha256"], hold_back=mode == "restore")
+            stats = stream_archive(body, sinks, expected_sha256=manifest["sha256"], hold_back=mode == "restore",
+                                   decode_all=mode == "restore")
         except ChecksumMismatchError:
             raise
         except Exception as exc:
             raise VerificationError(f"reading the backup back failed: {exc}") from exc
-        if stats.bytes_decompressed != manifest["bytes_in"]:
+        if mode == "restore" and stats.bytes_decompressed != manifest["bytes_in"]:
             raise VerificationError(f"the object decompresses to {stats.bytes_decompressed} bytes; pg_dump wrote "
                                     f"{manifest['bytes_in']}")
         _check_toc(sinks[0].stdout_lines, manifest)
-        outcome: dict[str, Any] = {"mode": mode, "ok": True, "sha256": "match", "bytes": stats.bytes_decompressed,
-                                   "tables": len(manifest["tables"])}
+        outcome: dict[str, Any] = {
+            "mode": mode, "ok": True, "sha256": "match", "bytes_read": stats.bytes_compressed,
+            # Where the full decode happened: in the pipeline (the same bytes, by the SHA-256) or here.
+            "decoded": {"bytes": manifest["bytes_in"], "where": "read-back" if mode == "restore" else "upload"},
+            "tables": len(manifest["tables"]),
+        }
         if scratch is not None:
             with psycopg.connect(scratch_url, autocommit=True, connect_timeout=10) as conn:
                 restored = count_tables(conn, mf.tables_of(manifest))
