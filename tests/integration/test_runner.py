@@ -166,3 +166,24 @@ def test_options_in_the_url_are_kept_beside_the_plans_timeouts(env, write_plan, 
     with db.connect() as conn:
         got = conn.execute("SELECT current_setting('search_path'), current_setting('lock_timeout')").fetchone()
     assert got == ("app,public", "3s")
+
+
+def test_a_queued_run_older_than_lambdas_event_age_is_reported_failed_not_queued(env, pg):
+    """An async invocation that never ran (Lambda gave up on the event) must not read 'queued' for ever."""
+    from pgkeeper import runs
+
+    runs.ensure_schema(pg)
+    lost, recent, other = runs.new_run_id(), runs.new_run_id(), runs.new_run_id()
+    for run_id in (lost, recent, other):
+        runs.queue(pg, run_id, "backup", "url", None, {})
+    pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '7 hours' WHERE run_id IN (%s, %s)",
+               [lost, other])
+
+    assert runs.get_run(pg, lost)["status"] == "failed"
+    assert "never started" in runs.get_run(pg, lost)["error"]
+    assert runs.get_run(pg, recent)["status"] == "queued"  # still within the event age: it may yet run
+    assert pg.execute("SELECT status FROM pgkeeper.runs WHERE run_id = %s", [other]).fetchone()[0] == "queued"
+
+    runs.queue(pg, runs.new_run_id(), "backup", "url", None, {})  # the next accepted run sweeps the rest
+    assert pg.execute("SELECT status FROM pgkeeper.runs WHERE run_id = %s", [other]).fetchone()[0] == "failed"
+    assert runs.get_run(pg, recent)["status"] == "queued"

@@ -48,9 +48,30 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
+QUEUED_MAX_AGE = "6 hours"
+"""Lambda drops an asynchronous event it could not run within the function's maximum event age
+(6 hours: the default, and the most Lambda allows), so a run queued longer will never start."""
+
+NEVER_STARTED = ("never started: the asynchronous invocation did not run within Lambda's maximum event age "
+                 f"({QUEUED_MAX_AGE}); the function's logs and its Errors alarm say why")
+
+
+def expire_queued(conn: psycopg.Connection, run_id: str | None = None) -> int:
+    """Mark queued runs that can no longer start as failed (all, or just `run_id`); how many."""
+    query = ("UPDATE pgkeeper.runs SET status = 'failed', finished_at = pg_catalog.clock_timestamp(), error = %s "
+             "WHERE status = 'queued' AND started_at < pg_catalog.clock_timestamp() - %s::interval")
+    params: list[Any] = [NEVER_STARTED, QUEUED_MAX_AGE]
+    if run_id is not None:
+        query += " AND run_id = %s"
+        params.append(run_id)
+    return conn.execute(query, params).rowcount
+
+
 def queue(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request_id: str | None,
           options: dict[str, Any]) -> None:
-    """A run accepted (202) that an asynchronous invocation will carry out."""
+    """A run accepted (202) that an asynchronous invocation will carry out. Queued runs that can
+    no longer start are marked failed on the way, so none stays queued for ever."""
+    expire_queued(conn)
     conn.execute(
         "INSERT INTO pgkeeper.runs (run_id, job, trigger, request_id, status, options) "
         "VALUES (%s, %s, %s, %s, 'queued', %s)",
@@ -94,6 +115,7 @@ def get_run(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
         uuid.UUID(run_id)
     except ValueError:
         return None
+    expire_queued(conn, run_id)
     row = conn.execute(
         "SELECT run_id::text, job, trigger, request_id, status, started_at, finished_at, report, error "
         "FROM pgkeeper.runs WHERE run_id = %s",
