@@ -66,8 +66,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     started = time.monotonic()
     timings: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgkeeper-tools") as pool:
-        pg_dump, pg_restore = pool.map(pgtools.find, ("pg_dump", "pg_restore"))
+    # `--version` probes run while the snapshot is taken (each is a process start: tens of ms).
+    tools = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgkeeper-tools")
+    probes = [tools.submit(pgtools.find, name) for name in ("pg_dump", "pg_restore")]
+    tools.shutdown(wait=False)
     mode = opts.verify or plan.verify
     # Resolved before anything is dumped: a misconfigured restore test must not cost a whole upload.
     verify_server = _verify_server(ctx, plan.verify_server_url_env) if mode == "restore" else ""
@@ -79,6 +81,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     timeout_s = max(60.0, ctx.budget.remaining())
 
     with Snapshot(ctx.db, timeout_s=timeout_s) as snap:
+        pg_dump, pg_restore = (probe.result() for probe in probes)
         pgtools.check_dump_version(pg_dump, snap.server_version_num)
         pgtools.check_restore_version(pg_restore, pg_dump.major)
         selection = select_tables(snap.conn, plan)
