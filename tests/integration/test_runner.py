@@ -187,3 +187,49 @@ def test_a_queued_run_older_than_lambdas_event_age_is_reported_failed_not_queued
     runs.queue(pg, runs.new_run_id(), "backup", "url", None, {})  # the next accepted run sweeps the rest
     assert pg.execute("SELECT status FROM pgkeeper.runs WHERE run_id = %s", [other]).fetchone()[0] == "failed"
     assert runs.get_run(pg, recent)["status"] == "queued"
+
+
+def test_a_rotated_database_secret_is_read_again_at_the_first_failed_connect(env, aws, monkeypatch, lambda_context,
+                                                                             pg):
+    """Secrets are cached for minutes; a rotation must not fail runs until the cache expires."""
+    import uuid
+
+    import boto3
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(env)
+    where = f"{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{params['dbname']}"
+    stale = f"postgresql://pgk_rotated_away:old-pw@{where}"
+    current = f"postgresql://{params.get('user', 'postgres')}@{where}"
+    client = boto3.client("secretsmanager")
+    arn = client.create_secret(Name=f"pgkeeper-db-{uuid.uuid4().hex[:6]}", SecretString=stale)["ARN"]
+    monkeypatch.setenv("PGKEEPER_DATABASE_SECRET_ARN", arn)
+
+    from pgkeeper.config import get_plan
+    from pgkeeper.db import Database
+
+    settings = get_plan().database.model_copy(update={"connect_retries": 0, "connect_timeout_s": 2})
+    db = Database.from_settings(settings, "probe")  # resolves, and caches, the stale secret
+    client.put_secret_value(SecretId=arn, SecretString=current)  # the rotation
+    with db.connect(purpose="check") as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == params.get("user", "postgres")
+
+    # A run started now (the secret still cached as rotated) records its run: no stale URL anywhere.
+    result = runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    assert result["status"] == "succeeded"
+
+
+def test_a_secret_that_stays_wrong_is_one_clear_error_after_one_reread(env, aws, monkeypatch, write_plan,
+                                                                      lambda_context):
+    import uuid
+
+    import boto3
+
+    wrong = "postgresql://pgk_no_such_role:pw@127.0.0.1:5432/postgres"
+    arn = boto3.client("secretsmanager").create_secret(Name=f"pgkeeper-db-{uuid.uuid4().hex[:6]}",
+                                                        SecretString=wrong)["ARN"]
+    monkeypatch.setenv("PGKEEPER_DATABASE_SECRET_ARN", arn)
+    write_plan({"version": 1, "database": {"connect_timeout_s": 2, "connect_retries": 0}})
+    with pytest.raises(DatabaseUnavailableError) as err:
+        runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    assert "pgk_no_such_role" in str(err.value) and ":pw@" not in str(err.value)

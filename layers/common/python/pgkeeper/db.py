@@ -6,13 +6,15 @@ bounded retry follows. Driver errors at connect become `DatabaseUnavailableError
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from .dsn import redact, resolve_url, session_conninfo
-from .errors import DatabaseUnavailableError, first_line
+from .errors import ConfigError, DatabaseUnavailableError, first_line
 from .log import logger
 from .plan.database import DatabaseSettings
 
@@ -20,17 +22,47 @@ from .plan.database import DatabaseSettings
 class Database:
     """One job's access to one database. `conn` is lazy, checked and reopened when broken."""
 
-    def __init__(self, url: str, settings: DatabaseSettings, job: str) -> None:
+    def __init__(self, url: str, settings: DatabaseSettings, job: str,
+                 reread: Callable[[], str] | None = None) -> None:
         self.settings = settings
         self.job = job
-        self.conninfo = session_conninfo(url, use_direct_host=settings.use_direct_host)
+        self._set_url(url)
+        self._reread = reread
+        self._conn: psycopg.Connection | None = None
+
+    def _set_url(self, url: str) -> None:
+        self.conninfo = session_conninfo(url, use_direct_host=self.settings.use_direct_host)
         # `options` in the URL (search_path, Neon's endpoint=) would be replaced by ours: keep them, first.
         self._url_options = str(conninfo_to_dict(self.conninfo).get("options") or "")
-        self._conn: psycopg.Connection | None = None
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, job: str) -> Database:
-        return cls(resolve_url(settings), settings, job)
+        reread = None
+        if os.environ.get(settings.secret_arn_env, "").strip():
+            def reread() -> str:
+                return resolve_url(settings, fresh=True)
+        return cls(resolve_url(settings), settings, job, reread)
+
+    def _rotated(self) -> bool:
+        """After a failed connect: re-read the secret the URL came from; True if it changed.
+
+        Secrets are cached for minutes; without this, a rotated password would fail every run until
+        the cache expired. Any connect failure triggers it (libpq reports authentication failures
+        without an SQLSTATE), at the cost of one Secrets Manager read.
+        """
+        if self._reread is None:
+            return False
+        try:
+            url = self._reread()
+        except ConfigError as exc:
+            logger.warning("could not re-read the database secret", extra={"error": str(exc)})
+            return False
+        if session_conninfo(url, use_direct_host=self.settings.use_direct_host) == self.conninfo:
+            return False
+        self._set_url(url)
+        logger.info("the database secret changed (rotated): connecting with the new one",
+                    extra={"database": self.where})
+        return True
 
     @property
     def where(self) -> str:
@@ -49,26 +81,33 @@ class Database:
         stmt = statement_timeout_ms if statement_timeout_ms is not None else s.statement_timeout_s * 1000
         lock = lock_timeout_ms if lock_timeout_ms is not None else s.lock_timeout_ms
         options = (
-            f"{self._url_options} -c statement_timeout={int(stmt)} -c lock_timeout={int(lock)} "
+            f"-c statement_timeout={int(stmt)} -c lock_timeout={int(lock)} "
             f"-c idle_in_transaction_session_timeout={s.idle_in_transaction_timeout_s * 1000}"
-        ).lstrip()
+        )
         app = f"pgkeeper/{self.job}" + (f"/{purpose}" if purpose else "")
         last: Exception | None = None
-        for attempt in range(s.connect_retries + 1):
+        reread = False
+        attempt = 0
+        while attempt <= s.connect_retries:
             try:
                 return psycopg.connect(
                     self.conninfo,
                     autocommit=autocommit,
                     connect_timeout=s.connect_timeout_s,
                     application_name=app[:63],
-                    options=options,
+                    options=f"{self._url_options} {options}".lstrip(),
                 )
             except psycopg.OperationalError as exc:
                 last = exc
-                if attempt < s.connect_retries:
+                if not reread:
+                    reread = True
+                    if self._rotated():
+                        continue  # at once, and not counted as a retry
+                attempt += 1
+                if attempt <= s.connect_retries:
                     logger.warning(
                         "database connect failed, retrying once (a suspended compute may be waking)",
-                        extra={"database": self.where, "attempt": attempt + 1},
+                        extra={"database": self.where, "attempt": attempt},
                     )
                     time.sleep(1.0)
         raise DatabaseUnavailableError(

@@ -15,11 +15,12 @@ from .secrets import get_secret, secret_object
 _NEON_POOLER = re.compile(r"^(ep-[a-z0-9-]+?)-pooler(\..+)$")
 
 
-def resolve_url(settings: DatabaseSettings) -> str:
-    """The URL from the secret named by `secret_arn_env`, else from `url_env`; else a clear error."""
+def resolve_url(settings: DatabaseSettings, *, fresh: bool = False) -> str:
+    """The URL from the secret named by `secret_arn_env`, else from `url_env`; else a clear error.
+    `fresh`: read the secret now, not from the cache (after a rotation)."""
     arn = os.environ.get(settings.secret_arn_env, "").strip()
     if arn:
-        return url_from_secret(get_secret(arn), arn)
+        return url_from_secret(get_secret(arn, force=fresh), arn)
     url = os.environ.get(settings.url_env, "").strip()
     if url:
         return url
