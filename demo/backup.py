@@ -87,7 +87,8 @@ def run(demo: Demo) -> None:
             "MB/s": report["throughput_mb_s"],
             "tables": report["tables"],
             "rows": report["rows"],
-            "verified": f"{v['mode']}: sha256 {v['sha256']}, {v['tables']} tables in the TOC",
+            "verified": f"{v['mode']}: decoded in full ({v['decoded']['where']}), sha256 {v['sha256']} on "
+                        f"read-back, {v['tables']} tables in the TOC",
         }], ["key", "dump MB", "stored MB", "ratio", "MB/s", "tables", "rows", "verified"],
             "The backup (manifest written last, after the read-back verification):")
 
