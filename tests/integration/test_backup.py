@@ -195,6 +195,8 @@ def _kill_pg_dump_after_first_part(progress: Progress) -> None:
 
 
 def _children_named(name: str) -> list[int]:
+    """Our child processes running `name`: by process name, or by an argument naming the binary
+    (an emulator running it: the arm64 layer's pg_dump under qemu-aarch64, see OPERATIONS.md)."""
     me = os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
@@ -202,11 +204,12 @@ def _children_named(name: str) -> list[int]:
             continue
         try:
             stat = (entry / "stat").read_text()
+            args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         comm = stat[stat.index("(") + 1: stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if comm == name and ppid == me:
+        if ppid == me and (comm == name or any(Path(os.fsdecode(a)).name == name for a in args if a)):
             found.append(int(entry.name))
     return found
 
