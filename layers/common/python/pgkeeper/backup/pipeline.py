@@ -10,6 +10,7 @@ is killed and the multipart upload is aborted, so no object appears; the caller 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import subprocess
@@ -29,9 +30,6 @@ from .roundtrip import RoundTrip
 
 READ_SIZE = 1024 * 1024
 PIPE_SIZE = 1024 * 1024
-SHORT_READ = 64 * 1024
-READ_NAP_S = 0.002
-"""With a 1 MiB pipe, a 2 ms nap after a short read leaves room for up to 500 MB/s from pg_dump."""
 PARTS_PER_SIZE_STEP = 1000
 """Part size doubles every 1000 parts: S3 allows 10,000 parts, so 8 MiB parts reach about 8 TB."""
 
@@ -162,12 +160,10 @@ class StderrTail:
         return "\n".join(line for line in self._lines if line)
 
 
-def _grow_pipe(fd: int) -> bool:
-    """Fewer, larger reads from pg_dump (Linux only; harmless elsewhere). True if it grew."""
-    try:
-        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE) >= PIPE_SIZE
-    except (AttributeError, OSError):
-        return False
+def _grow_pipe(fd: int) -> None:
+    """Fewer, larger reads from pg_dump (Linux only; harmless elsewhere)."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _take(buf: bytearray, size: int) -> bytes:
@@ -184,21 +180,15 @@ class PipeChunks:
     pg_dump writes a few KB at a time; one zstd call per few KB costs measurably more CPU on a
     small Lambda, so each chunk is filled until it is full or the pipe is at EOF. A chunk is valid
     only until the next one is read: the compressor copies what it keeps.
-
-    `nap_s`: after a short read, wait that long before the next. A reader that is always waiting
-    is woken by each of pg_dump's 4 KB writes (about 190,000 of them per 800 MB); napping lets the
-    pipe fill instead, which took about 0.5 s of CPU off our side per 800 MB here. Only safe with
-    a grown pipe: a 64 KB one would cap the stream at 64 KB per nap.
     """
 
-    def __init__(self, stream: Any, size: int, *, nap_s: float = 0.0) -> None:
+    def __init__(self, stream: Any, size: int) -> None:
         self._stream = stream
         self._buf = bytearray(size)
         self._view = memoryview(self._buf)
-        self._nap_s = nap_s
 
     def __iter__(self) -> Iterator[memoryview]:
-        view, size, nap_s = self._view, len(self._buf), self._nap_s
+        view, size = self._view, len(self._buf)
         while True:
             filled = 0
             while filled < size:
@@ -206,8 +196,6 @@ class PipeChunks:
                 if not got:
                     break
                 filled += got
-                if nap_s and got < SHORT_READ:
-                    time.sleep(nap_s)
             if not filled:
                 return
             yield view[:filled]
@@ -251,8 +239,8 @@ def dump_to_s3(
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env, bufsize=0)
         stderr = StderrTail(proc.stderr)
-        grown = _grow_pipe(proc.stdout.fileno())
-        chunks = PipeChunks(proc.stdout, READ_SIZE, nap_s=READ_NAP_S if grown else 0.0)
+        _grow_pipe(proc.stdout.fileno())
+        chunks = PipeChunks(proc.stdout, READ_SIZE)
         upload.start()
 
         def emit(data: bytes) -> None:
