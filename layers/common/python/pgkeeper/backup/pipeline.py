@@ -4,7 +4,7 @@ The producer (the calling thread) reads pg_dump's stdout, feeds zstd (whose work
 compress without the GIL), hashes the compressed bytes in order (SHA-256), hands them to the
 round-trip decoder (roundtrip.py) and cuts them into parts; a small pool uploads parts
 concurrently. At most `concurrency + 1` parts exist in memory at once (the decoder holds
-references to two of them, not copies), whatever the database size. On any failure pg_dump
+references to up to three more, not copies), whatever the database size. On any failure pg_dump
 is killed and the multipart upload is aborted, so no object appears; the caller raises.
 """
 
