@@ -76,7 +76,7 @@ class RoundTrip:
             raise self._failure()
         self._chunks.put(data)
 
-    def finish(self, expected: int) -> int:
+    def finish(self, expected: int) -> None:
         """Wait for the decoder; raise unless the stream decoded to exactly `expected` bytes."""
         self._chunks.put(None)
         self._thread.join()
@@ -85,7 +85,6 @@ class RoundTrip:
         if self.decoded != expected:
             raise BackupError(f"the compressed stream decodes to {self.decoded} bytes; pg_dump wrote {expected}: "
                               "nothing was kept")
-        return self.decoded
 
     def cancel(self) -> None:
         """Stop the decoder without waiting for it (the run is failing for another reason)."""
