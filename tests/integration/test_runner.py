@@ -233,3 +233,21 @@ def test_a_secret_that_stays_wrong_is_one_clear_error_after_one_reread(env, aws,
     with pytest.raises(DatabaseUnavailableError) as err:
         runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
     assert "pgk_no_such_role" in str(err.value) and ":pw@" not in str(err.value)
+
+
+def test_a_run_still_running_an_hour_after_its_start_reads_failed_and_a_live_one_is_left_alone(env, pg,
+                                                                                                lambda_context):
+    """A run killed mid-way (Lambda timeout, out of memory) never records its end."""
+    from pgkeeper import runs
+
+    runs.ensure_schema(pg)
+    killed, live = runs.new_run_id(), runs.new_run_id()
+    for run_id in (killed, live):
+        runs.start(pg, run_id, "vacuum", "schedule", None, {})
+    pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '2 hours' WHERE run_id = %s", [killed])
+    pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '10 minutes' WHERE run_id = %s", [live])
+
+    runner.execute(PROBE, JobRequest(job="probe"), lambda_context())  # any run's start sweeps
+    status = dict(pg.execute("SELECT run_id::text, status FROM pgkeeper.runs").fetchall())
+    assert status[killed] == "failed" and status[live] == "running"
+    assert "did not finish" in runs.get_run(pg, killed)["error"]

@@ -15,6 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from .errors import ConfigError
+from .log import logger
 
 _SCHEMA_LOCK_KEY = "pgkeeper:schema"
 _ensured: set[str] = set()
@@ -52,26 +53,47 @@ QUEUED_MAX_AGE = "6 hours"
 """Lambda drops an asynchronous event it could not run within the function's maximum event age
 (6 hours: the default, and the most Lambda allows), so a run queued longer will never start."""
 
+RUNNING_MAX_AGE = "1 hour"
+"""No entry point gives a run more than Lambda's 15 minutes, so a run still running an hour after
+its start was stopped before it could record its end. (Were one ever to outlive this, its own
+finish() would still record how it really ended.)"""
+
 NEVER_STARTED = ("never started: the asynchronous invocation did not run within Lambda's maximum event age "
                  f"({QUEUED_MAX_AGE}); the function's logs and its Errors alarm say why")
+STOPPED = ("did not finish: stopped before it could record its end (a Lambda timeout, running out of memory "
+           "or a crash); the function's logs say which")
 
 
-def expire_queued(conn: psycopg.Connection, run_id: str | None = None) -> int:
-    """Mark queued runs that can no longer start as failed (all, or just `run_id`); how many."""
-    query = ("UPDATE pgkeeper.runs SET status = 'failed', finished_at = pg_catalog.clock_timestamp(), error = %s "
-             "WHERE status = 'queued' AND started_at < pg_catalog.clock_timestamp() - %s::interval")
-    params: list[Any] = [NEVER_STARTED, QUEUED_MAX_AGE]
+def expire_lost(conn: psycopg.Connection, run_id: str | None = None) -> int:
+    """Mark runs that can no longer start or finish as failed (all, or just `run_id`); how many.
+
+    Without this a run whose invocation died reads `queued` or `running` for ever.
+    """
+    query = (
+        "UPDATE pgkeeper.runs SET finished_at = pg_catalog.clock_timestamp(), "
+        "error = CASE status WHEN 'queued' THEN %s ELSE %s END, status = 'failed' "
+        "WHERE ((status = 'queued' AND started_at < pg_catalog.clock_timestamp() - %s::interval) "
+        "OR (status = 'running' AND started_at < pg_catalog.clock_timestamp() - %s::interval))"
+    )
+    params: list[Any] = [NEVER_STARTED, STOPPED, QUEUED_MAX_AGE, RUNNING_MAX_AGE]
     if run_id is not None:
         query += " AND run_id = %s"
         params.append(run_id)
-    return conn.execute(query, params).rowcount
+    try:
+        return conn.execute(query, params).rowcount
+    except psycopg.Error as exc:
+        if not conn.autocommit or conn.broken:
+            raise
+        # Housekeeping (a lock timeout behind another run's update, say) must not fail this run.
+        logger.warning("could not expire lost runs", extra={"error": str(exc).splitlines()[0][:300]})
+        return 0
 
 
 def queue(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request_id: str | None,
           options: dict[str, Any]) -> None:
-    """A run accepted (202) that an asynchronous invocation will carry out. Queued runs that can
-    no longer start are marked failed on the way, so none stays queued for ever."""
-    expire_queued(conn)
+    """A run accepted (202) that an asynchronous invocation will carry out. Runs that can no
+    longer start or finish are marked failed on the way (expire_lost)."""
+    expire_lost(conn)
     conn.execute(
         "INSERT INTO pgkeeper.runs (run_id, job, trigger, request_id, status, options) "
         "VALUES (%s, %s, %s, %s, 'queued', %s)",
@@ -82,6 +104,7 @@ def queue(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request
 def start(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request_id: str | None,
           options: dict[str, Any]) -> None:
     # Upsert: a queued run (202 over the function URL) becomes running under the same id.
+    expire_lost(conn)
     conn.execute(
         "INSERT INTO pgkeeper.runs (run_id, job, trigger, request_id, status, options) "
         "VALUES (%s, %s, %s, %s, 'running', %s) ON CONFLICT (run_id) DO UPDATE "
@@ -115,7 +138,7 @@ def get_run(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
         uuid.UUID(run_id)
     except ValueError:
         return None
-    expire_queued(conn, run_id)
+    expire_lost(conn, run_id)
     row = conn.execute(
         "SELECT run_id::text, job, trigger, request_id, status, started_at, finished_at, report, error "
         "FROM pgkeeper.runs WHERE run_id = %s",
