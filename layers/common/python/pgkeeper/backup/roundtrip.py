@@ -42,6 +42,11 @@ class _QueueSource:
         out, self._rest = self._rest[:n], self._rest[n:]
         return out
 
+    def drain(self) -> None:
+        """Take and drop chunks until EOF, so a producer blocked on a full queue can go on."""
+        while self.read(READ_SIZE):
+            continue
+
 
 class RoundTrip:
     """Decode what `feed` is given, in a thread; `finish` says whether it came out whole.
@@ -68,8 +73,7 @@ class RoundTrip:
                     self.decoded += n
         except BaseException as exc:  # reported by feed()/finish() in the producer's thread
             self._error = exc
-            while source.read(READ_SIZE):  # keep taking chunks so a blocked feed() returns
-                pass
+            source.drain()
 
     def feed(self, data: bytes) -> None:
         if self._error is not None:
