@@ -21,13 +21,13 @@ echo "== building the pgtools layer for arm64"
 make -s -C "$ROOT/layers/pgtools" build-PgToolsLayer ARTIFACTS_DIR="$WORK" PGKEEPER_ARCH=arm64 >/dev/null
 
 echo "== zlib for arm64 (Debian's zlib1g:arm64, unpacked; the Lambda runtime has its own)"
-added_arch=0
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-    dpkg --add-architecture arm64 && added_arch=1
+    dpkg --add-architecture arm64
+    # Whatever happens next, leave apt as it was.
+    trap 'dpkg --remove-architecture arm64 || true' EXIT
     apt-get update -qq
 fi
 (cd "$WORK" && apt-get download -qq zlib1g:arm64)
-[ "$added_arch" = 1 ] && dpkg --remove-architecture arm64
 dpkg -x "$WORK"/zlib1g_*_arm64.deb "$WORK/zlib"
 
 LIBS="$WORK/pgtools/lib:$(dirname "$(find "$WORK/zlib" -name 'libz.so.1' | head -1)")"

@@ -219,7 +219,7 @@ def test_a_rotated_database_secret_is_read_again_at_the_first_failed_connect(env
     assert result["status"] == "succeeded"
 
 
-def test_a_secret_that_stays_wrong_is_one_clear_error_after_one_reread(env, aws, monkeypatch, write_plan,
+def test_a_secret_that_stays_wrong_is_one_clear_error_without_its_password(env, aws, monkeypatch, write_plan,
                                                                       lambda_context):
     import uuid
 

@@ -6,7 +6,6 @@ bounded retry follows. Driver errors at connect become `DatabaseUnavailableError
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -31,17 +30,17 @@ class Database:
         self._conn: psycopg.Connection | None = None
 
     def _set_url(self, url: str) -> None:
-        self.conninfo = session_conninfo(url, use_direct_host=self.settings.use_direct_host)
+        self._set_conninfo(session_conninfo(url, use_direct_host=self.settings.use_direct_host))
+
+    def _set_conninfo(self, conninfo: str) -> None:
+        self.conninfo = conninfo
         # `options` in the URL (search_path, Neon's endpoint=) would be replaced by ours: keep them, first.
-        self._url_options = str(conninfo_to_dict(self.conninfo).get("options") or "")
+        self._url_options = str(conninfo_to_dict(conninfo).get("options") or "")
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, job: str) -> Database:
-        reread = None
-        if os.environ.get(settings.secret_arn_env, "").strip():
-            def reread() -> str:
-                return resolve_url(settings, fresh=True)
-        return cls(resolve_url(settings), settings, job, reread)
+        # Re-resolving a URL from the environment yields the same URL: only a secret can have rotated.
+        return cls(resolve_url(settings), settings, job, reread=lambda: resolve_url(settings, fresh=True))
 
     def _rotated(self) -> bool:
         """After a failed connect: re-read the secret the URL came from; True if it changed.
@@ -57,9 +56,10 @@ class Database:
         except ConfigError as exc:
             logger.warning("could not re-read the database secret", extra={"error": str(exc)})
             return False
-        if session_conninfo(url, use_direct_host=self.settings.use_direct_host) == self.conninfo:
+        conninfo = session_conninfo(url, use_direct_host=self.settings.use_direct_host)
+        if conninfo == self.conninfo:
             return False
-        self._set_url(url)
+        self._set_conninfo(conninfo)
         logger.info("the database secret changed (rotated): connecting with the new one",
                     extra={"database": self.where})
         return True

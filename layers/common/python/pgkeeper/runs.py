@@ -80,13 +80,16 @@ def expire_lost(conn: psycopg.Connection, run_id: str | None = None) -> int:
         query += " AND run_id = %s"
         params.append(run_id)
     try:
-        return conn.execute(query, params).rowcount
+        expired = conn.execute(query, params).rowcount
     except psycopg.Error as exc:
         if not conn.autocommit or conn.broken:
             raise
         # Housekeeping (a lock timeout behind another run's update, say) must not fail this run.
         logger.warning("could not expire lost runs", extra={"error": str(exc).splitlines()[0][:300]})
         return 0
+    if expired:
+        logger.info("runs that can no longer start or finish marked failed", extra={"runs": expired})
+    return expired
 
 
 def queue(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request_id: str | None,
