@@ -40,6 +40,7 @@ services:
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 template-check: tools
 	$(TOOLS)/bin/cfn-lint template.yaml

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Query
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ class Demo:
             raise SystemExit(f"demo: pgkeeper invoke failed (exit {proc.returncode})")
         return json.loads(proc.stdout)
 
-    def sql(self, query: str) -> list[tuple]:
+    def sql(self, query: Query) -> list[tuple]:
         with self.connect() as c:
             return c.execute(query).fetchall()
 

@@ -7,6 +7,8 @@ First a dry run (counts only), then the scheduled run, then the tables again.
 
 from __future__ import annotations
 
+from psycopg import sql
+
 from demo.__main__ import Demo, table
 
 # What each target deletes, as the plan says it (for the before/after counts only).
@@ -21,7 +23,9 @@ TABLES = [
 def _counts(demo: Demo, title: str) -> None:
     rows = []
     for name, condition in TABLES:
-        total, matching = demo.sql(f"SELECT count(*), count(*) FILTER (WHERE {condition}) FROM {name}")[0]
+        query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {}").format(
+            sql.SQL(condition), sql.Identifier(name))
+        total, matching = demo.sql(query)[0]
         rows.append({"table": name, "rows": total, "to delete": matching, "kept": total - matching,
                      "condition": condition})
     table(rows, ["table", "rows", "to delete", "kept", "condition"], title)

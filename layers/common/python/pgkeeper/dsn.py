@@ -65,7 +65,7 @@ def session_conninfo(url: str, *, use_direct_host: bool = True) -> str:
     host = params.get("host")
     if use_direct_host and isinstance(host, str):
         params["host"] = ",".join(direct_host(h) for h in host.split(","))
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def redact(conninfo: str) -> str:

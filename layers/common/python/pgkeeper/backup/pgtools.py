@@ -13,11 +13,15 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import ConfigError
 from .errors import VersionMismatchError
+
+if TYPE_CHECKING:
+    import psycopg
 
 BIN_ENV = "PGKEEPER_PG_BIN_DIR"
 LAYER_BIN = Path("/opt/pgtools/bin")
@@ -101,6 +105,13 @@ def check_dump_version(tool: Tool, server_version_num: int) -> None:
         )
 
 
+def fetch_server_version_num(conn: psycopg.Connection) -> int:
+    """The server's PG_VERSION_NUM (170002 for 17.2), what the version checks compare with."""
+    row = conn.execute("SHOW server_version_num").fetchone()
+    assert row is not None  # SHOW always returns one row
+    return int(row[0])
+
+
 def check_restore_version(tool: Tool, dump_major: int) -> None:
     """pg_restore cannot read archives written by a newer pg_dump."""
     if tool.major < dump_major:
@@ -116,7 +127,7 @@ def libpq_target(conninfo: str, application_name: str) -> tuple[str, dict[str, s
     password = params.pop("password", None)
     params["application_name"] = application_name[:63]
     env = {"PGPASSWORD": str(password)} if password else {}
-    return make_conninfo(**params), env
+    return make_conninfo("", **params), env
 
 
 def child_env(tool: Tool, extra: dict[str, str]) -> dict[str, str]:

@@ -237,6 +237,7 @@ def dump_to_s3(
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env, bufsize=0)
         stderr = StderrTail(proc.stderr)
+        assert proc.stdout is not None  # stdout=PIPE
         _grow_pipe(proc.stdout.fileno())
         chunks = PipeChunks(proc.stdout, READ_SIZE)
         upload.start()

@@ -8,6 +8,7 @@ the end of the archive, so its transaction never commits and nothing is restored
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import queue
@@ -15,16 +16,16 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import zstandard
 from psycopg.conninfo import conninfo_to_dict
 
 from .errors import BackupError, ChecksumMismatchError
-from .pgtools import Tool, child_env, find, libpq_target
+from .pgtools import Tool, child_env, fetch_server_version_num, find, libpq_target
 from .pipeline import StderrTail
 
 READ_SIZE = 1024 * 1024
@@ -92,7 +93,7 @@ class Prefetcher:
             except queue.Full:
                 continue
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> builtins.bytes:  # `bytes` here would name the property above
         if self._done:
             return b""
         item = self._queue.get()
@@ -124,6 +125,8 @@ class Sink:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE if capture_stdout or stdout_pipe else subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)
+        assert self.proc.stdin is not None  # stdin=PIPE
+        self.stdin: IO[bytes] = self.proc.stdin
         self.stderr = StderrTail(self.proc.stderr)
         self.stdout_lines: list[str] = []
         self._reader = None
@@ -141,7 +144,7 @@ class Sink:
         if not self.open:
             return
         try:
-            self.proc.stdin.write(data)
+            self.stdin.write(data)
         except (BrokenPipeError, ValueError):  # ValueError: stdin already closed by kill()
             self.open = False
             if not self.may_stop_early:
@@ -151,7 +154,7 @@ class Sink:
         """Close stdin, wait, raise with pg_restore's own words if it failed."""
         if self.open:
             try:
-                self.proc.stdin.close()
+                self.stdin.close()
             except BrokenPipeError:
                 if not self.may_stop_early:
                     raise BackupError(f"{self.name} stopped reading: {self._failure()}") from None
@@ -185,7 +188,7 @@ class StreamStats:
 
 def stream_archive(
     body: Any,
-    sinks: list[Sink],
+    sinks: Sequence[Sink | ScriptSink],
     *,
     expected_sha256: str | None,
     hold_back: bool,
@@ -205,8 +208,9 @@ def stream_archive(
     pending: bytes | None = None
     try:
         try:
-            with zstandard.ZstdDecompressor().stream_reader(reader, read_size=READ_SIZE, read_across_frames=True,
-                                                           closefd=False) as zr:
+            # zstandard's stubs ask for IO[bytes]; any object with read() is accepted.
+            with zstandard.ZstdDecompressor().stream_reader(reader, read_size=READ_SIZE,  # type: ignore[arg-type]
+                                                           read_across_frames=True, closefd=False) as zr:
                 while True:
                     chunk = zr.read(READ_SIZE)
                     if not chunk:
@@ -246,7 +250,7 @@ def stream_archive(
     return StreamStats(digest, reader.bytes, decompressed, time.monotonic() - started)
 
 
-def _feed(sinks: list[Sink], data: bytes) -> None:
+def _feed(sinks: Sequence[Sink | ScriptSink], data: bytes) -> None:
     for sink in sinks:
         sink.write(data)
 
@@ -321,7 +325,7 @@ class ScriptSink:
         return self.script.open
 
     def _pump_script(self) -> None:
-        dst = self.runner.proc.stdin
+        dst = self.runner.stdin
         try:
             copy_script(self.script.proc.stdout, dst)
             dst.close()
@@ -381,6 +385,7 @@ def user_tables(conninfo: str) -> int:
             "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
             "AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema']) AND n.nspname !~ '^pg_'"
         ).fetchone()
+    assert row is not None  # an aggregate without GROUP BY: always one row
     return int(row[0])
 
 
@@ -408,7 +413,7 @@ def restore_backup(
     from .snapshot import count_tables
 
     with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
-        version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        version_num = fetch_server_version_num(conn)
     body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
     sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
     stats = stream_archive(body, [sink], expected_sha256=manifest["sha256"], hold_back=True,

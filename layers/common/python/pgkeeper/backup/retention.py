@@ -17,8 +17,12 @@ from ..plan.backup import Retention
 
 
 class Dated(Protocol):
-    key: str
-    taken_at: datetime
+    # Read-only: a frozen dataclass (BackupRef) qualifies.
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def taken_at(self) -> datetime: ...
 
 
 B = TypeVar("B", bound=Dated)

@@ -17,6 +17,7 @@ from psycopg import sql
 from ..db import Database
 from ..plan.backup import BackupPlan
 from ..plan.base import split_name
+from .pgtools import fetch_server_version_num
 
 # Ordinary tables (partitions included; a partitioned parent holds no rows itself) that pg_dump
 # writes TABLE DATA for: not system, not temporary, not members of an extension.
@@ -111,8 +112,10 @@ class Snapshot:
             # idle-in-transaction timeout would end it (and the exported snapshot) too early.
             conn.execute("SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', %s, true)",
                          [str(self._timeout_ms)])
-            self.snapshot_id = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
-            self.server_version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+            row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+            assert row is not None  # a function call without FROM: always one row
+            self.snapshot_id = row[0]
+            self.server_version_num = fetch_server_version_num(conn)
         except BaseException:
             conn.close()
             raise
@@ -134,17 +137,16 @@ class Snapshot:
         # The counts run while pg_dump streams and finish long before it: they need to be cheap, not
         # fast. Parallel workers would take CPU from the dump's own backend for little gain.
         self.conn.execute("SELECT pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)")
-        counts = []
-        for schema, name in tables:
-            query = sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, name))
-            counts.append(TableCount(schema, name, int(self.conn.execute(query).fetchone()[0])))
-        return counts
+        conn = self.conn
+        return [TableCount(schema, name, _count(conn, schema, name)) for schema, name in tables]
 
 
 def count_tables(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Row counts in a restored database (the restore test, `pgkeeper restore`)."""
-    out = {}
-    for schema, name in tables:
-        query = sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, name))
-        out[(schema, name)] = int(conn.execute(query).fetchone()[0])
-    return out
+    return {(schema, name): _count(conn, schema, name) for schema, name in tables}
+
+
+def _count(conn: psycopg.Connection, schema: str, name: str) -> int:
+    row = conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()
+    assert row is not None  # an aggregate without GROUP BY: always one row
+    return int(row[0])

@@ -22,8 +22,8 @@ from ..idents import display
 from ..log import logger
 from . import manifest as mf
 from .errors import ChecksumMismatchError, VerificationError
-from .pgtools import Tool
-from .restore import list_sink, restore_sink, stream_archive, table_data_entries
+from .pgtools import Tool, fetch_server_version_num
+from .restore import ScriptSink, Sink, list_sink, restore_sink, stream_archive, table_data_entries
 from .snapshot import count_tables
 
 
@@ -40,7 +40,7 @@ def verify_backup(
     """Raise VerificationError (ChecksumMismatchError) unless the object reads back as written."""
     started = time.monotonic()
     body = s3.get_object(Bucket=bucket, Key=manifest["key"])["Body"]
-    sinks = [list_sink(pg_restore)]
+    sinks: list[Sink | ScriptSink] = [list_sink(pg_restore)]
     scratch: str | None = None
     scratch_url = ""
     admin: psycopg.Connection | None = None
@@ -52,8 +52,8 @@ def verify_backup(
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
             params = conninfo_to_dict(server_conninfo)
             params["dbname"] = scratch
-            scratch_url = make_conninfo(**params)
-            version_num = int(admin.execute("SHOW server_version_num").fetchone()[0])
+            scratch_url = make_conninfo("", **params)
+            version_num = fetch_server_version_num(admin)
             sinks.append(restore_sink(pg_restore, scratch_url, server_version_num=version_num, purpose="backup/verify"))
         try:
             stats = stream_archive(body, sinks, expected_sha256=manifest["sha256"], hold_back=mode == "restore",

@@ -106,7 +106,9 @@ INDEX_PATH_ROWS_PER_MS = 50
 
 
 def plan_nodes(conn: psycopg.Connection, query: sql.Composed, params: tuple) -> list[dict]:
-    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()[0]
+    row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()
+    assert row is not None  # EXPLAIN (FORMAT JSON) returns its plan as one row
+    plan = row[0]
 
     def nodes(node: dict) -> Any:
         yield node
@@ -132,6 +134,7 @@ def index_path(conn: psycopg.Connection, heap: Heap, pred: Predicate, settings: 
     else:
         query, params = delete_statement(heap, WHOLE_TABLE, pred, skip_locked=False)
     started = time.perf_counter()
+    rows: int | None
     try:
         scans = [n for n in plan_nodes(conn, query, params)
                  if n.get("Relation Name") == heap.name and n["Node Type"].endswith("Scan")]
@@ -143,7 +146,7 @@ def index_path(conn: psycopg.Connection, heap: Heap, pred: Predicate, settings: 
             return False
         started = time.perf_counter()
         if settings.dry_run:
-            rows = conn.execute(query, params).fetchone()[0]
+            rows = _count(conn.execute(query, params))
         else:
             most = None if settings.limit_rows is None else settings.limit_rows - totals.rows
             rows = _delete_at_most(conn, query, params, most)
@@ -220,7 +223,7 @@ def walk(conn: psycopg.Connection, heap: Heap, walker: Walk, pred: Predicate, se
                     trusted = walker.maximum
             started = time.perf_counter()
             cur = conn.execute(query, params)
-            rows = cur.fetchone()[0] if settings.dry_run else cur.rowcount
+            rows = _count(cur) if settings.dry_run else cur.rowcount
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
             totals.txn((time.perf_counter() - started) * 1000, ok=False)
             totals.lock_retries += 1
@@ -284,4 +287,11 @@ def _table_locked(conn: psycopg.Connection, heap: Heap) -> bool:
 def _still_matching(conn: psycopg.Connection, heap: Heap, rng: Range, pred: Predicate) -> int:
     """Rows of a finished range that still match: the ones the app held locked."""
     query, params = count_statement(heap, rng, pred)
-    return int(conn.execute(query, params).fetchone()[0])
+    return _count(conn.execute(query, params))
+
+
+def _count(cur: psycopg.Cursor) -> int:
+    """The result of a `count_statement()`."""
+    row = cur.fetchone()
+    assert row is not None  # an aggregate without GROUP BY: always one row
+    return int(row[0])

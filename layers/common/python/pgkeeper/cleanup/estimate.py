@@ -42,12 +42,14 @@ def sample(conn: psycopg.Connection, heap: Heap, pred: Predicate,
         return Estimate()
     percent = 100.0 if nblocks <= SAMPLE_BLOCKS else 100.0 * SAMPLE_BLOCKS / nblocks
     extra, extra_params = where or (sql.SQL("true"), ())
-    total, matching = conn.execute(
+    row = conn.execute(
         sql.SQL("SELECT count(*), count(*) FILTER (WHERE {cond}) FROM ONLY {rel} "
                 "TABLESAMPLE SYSTEM (%s) REPEATABLE (0) WHERE {extra}").format(
             cond=pred.sql, rel=heap.ident, extra=extra),
         (*pred.params, percent, *extra_params),
     ).fetchone()
+    assert row is not None  # aggregates without GROUP BY: always one row
+    total, matching = row
     scale = 100.0 / percent
     return Estimate(round(total * scale), round(matching * scale), exact=percent >= 100.0)
 
@@ -92,15 +94,18 @@ def index_count(conn: psycopg.Connection, heap: Heap, pred: Predicate) -> int | 
     """
     query = sql.SQL("SELECT count(*) FROM ONLY {} WHERE {}").format(heap.ident, pred.sql)
     try:
-        plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, pred.params).fetchone()[0]
+        row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, pred.params).fetchone()
+        assert row is not None  # EXPLAIN (FORMAT JSON) returns its plan as one row
         types = set()
-        stack = [plan[0]["Plan"]]
+        stack = [row[0][0]["Plan"]]
         while stack:
             node = stack.pop()
             types.add(node["Node Type"])
             stack += node.get("Plans", [])
         if "Index Only Scan" not in types or types & {"Seq Scan", "Bitmap Heap Scan", "Index Scan"}:
             return None
-        return int(conn.execute(query, pred.params).fetchone()[0])
+        row = conn.execute(query, pred.params).fetchone()
+        assert row is not None  # an aggregate without GROUP BY: always one row
+        return int(row[0])
     except psycopg.errors.QueryCanceled:
         return None

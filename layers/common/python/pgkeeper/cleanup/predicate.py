@@ -60,7 +60,8 @@ def clause_sql(clause: Clause, times: dict[str, datetime]) -> tuple[sql.Composab
     if op in COMPARISONS:
         return sql.SQL("{} {} %s").format(col, sql.SQL(COMPARISONS[op])), [_text(clause.value)]
     if op in ("in", "not_in"):
-        values = [_text(v) for v in clause.value]  # type: ignore[union-attr]
+        assert isinstance(clause.value, list)  # Clause's validator: a non-empty list for in / not_in
+        values = [_text(v) for v in clause.value]
         holes = sql.SQL(", ").join(sql.Placeholder() * len(values))
         word = sql.SQL("IN" if op == "in" else "NOT IN")
         return sql.SQL("{} {} ({})").format(col, word, holes), values
@@ -100,7 +101,8 @@ def describe(spec: CleanupTarget) -> str:
         if c.op in COMPARISONS:
             return f"{c.column} {COMPARISONS[c.op]} {c.value!r}"
         if c.op in ("in", "not_in"):
-            return f"{c.column} {'IN' if c.op == 'in' else 'NOT IN'} {tuple(c.value)!r}"  # type: ignore[arg-type]
+            assert isinstance(c.value, list)  # Clause's validator: a non-empty list for in / not_in
+            return f"{c.column} {'IN' if c.op == 'in' else 'NOT IN'} {tuple(c.value)!r}"
         if c.op == "older_than":
             return f"{c.column} < now() - '{c.value}'"
         return f"{c.column} {'IS NULL' if c.op == 'is_null' else 'IS NOT NULL'}"

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.abc import Query
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from ..idents import display
@@ -44,7 +44,7 @@ class Ctx:
     def top(self) -> int:
         return self.plan.health.top
 
-    def rows(self, query: Query, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def rows(self, query: str | sql.SQL | sql.Composed, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query, params).fetchall()
 

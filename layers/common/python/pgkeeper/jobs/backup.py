@@ -84,6 +84,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         pg_dump, pg_restore = (probe.result() for probe in probes)
         pgtools.check_dump_version(pg_dump, snap.server_version_num)
         pgtools.check_restore_version(pg_restore, pg_dump.major)
+        assert snap.conn is not None  # set by Snapshot.__enter__
         selection = select_tables(snap.conn, plan)
         timings["snapshot_s"] = time.monotonic() - started
         target, env = pgtools.libpq_target(ctx.db.conninfo, "pgkeeper/backup/pg_dump")
@@ -142,7 +143,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
     manifest["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     manifest_key = store.write_manifest(key, manifest)
 
-    pruned, kept, orphans = ([], None, [])
+    pruned: list[str] = []
+    kept: int | None = None
+    orphans: list[str] = []
     if opts.prune and plan.retention.enabled:
         pruned, kept, orphans = _prune(store, plan.retention)
 
@@ -240,8 +243,7 @@ def _dry_run(ctx: JobContext, store: BackupStore) -> dict[str, Any]:
     try:
         pg_dump = pgtools.find("pg_dump")
         pg_dump_version = pg_dump.version
-        version_num = int(ctx.db.conn.execute("SHOW server_version_num").fetchone()[0])
-        pgtools.check_dump_version(pg_dump, version_num)
+        pgtools.check_dump_version(pg_dump, pgtools.fetch_server_version_num(ctx.db.conn))
     except ConfigError as exc:
         problems.append(str(exc))
     backups, orphans = store.scan()
@@ -289,7 +291,7 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
                 problems.append(f"backup.{field_name}: table {display(schema, table)} does not exist")
     try:
         tool = pgtools.find("pg_dump")
-        pgtools.check_dump_version(tool, int(conn.execute("SHOW server_version_num").fetchone()[0]))
+        pgtools.check_dump_version(tool, pgtools.fetch_server_version_num(conn))
     except ConfigError as exc:
         problems.append(f"backup: {exc}")
     return problems

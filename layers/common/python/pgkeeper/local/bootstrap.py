@@ -57,7 +57,7 @@ def _error(exc: BaseException, error_type: str | None = None, message: str | Non
                              "errorType": error_type or type(exc).__name__}
     if request_id:
         shape["requestId"] = request_id
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames: list[traceback.FrameSummary] = traceback.extract_tb(exc.__traceback__)
     # Like Lambda's, the trace starts in the function's code, not in the runtime calling it.
     if frames and frames[0].filename == __file__:
         frames = frames[1:]

@@ -167,12 +167,12 @@ def map_opt_path(fn: FunctionConfig, name: str, value: str) -> tuple[str, str | 
     """/opt/X → <layer ContentUri>/X for the last of the function's layers that has X (Lambda mounts
     layers in order, later ones over earlier ones)."""
     rel = value.removeprefix("/opt/")
-    local = [layer for layer in fn.layers if layer.content_dir is not None]
-    for layer in reversed(local):
-        candidate = layer.content_dir / rel
+    local = [layer.content_dir for layer in fn.layers if layer.content_dir is not None]
+    for content_dir in reversed(local):
+        candidate = content_dir / rel
         if candidate.exists():
             return str(candidate), None
-    where = ", ".join(str(layer.content_dir) for layer in local) or "(no local layers)"
+    where = ", ".join(str(content_dir) for content_dir in local) or "(no local layers)"
     return value, f"{name}={value}: no layer of {fn.logical_id} contains {rel} (looked in {where})"
 
 

@@ -67,6 +67,7 @@ def _construct(tag: str):
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
+            assert isinstance(node, yaml.MappingNode)  # the one other kind of node
             value = loader.construct_mapping(node, deep=True)
         return {key: value}
 

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from ..budget import Budget
+from ..db import Database
 from ..idents import display
 from ..log import logger
 from ..plan.vacuum import VacuumPlan
@@ -51,7 +52,7 @@ def invalid_indexes(conn: psycopg.Connection, plan: VacuumPlan) -> list[dict[str
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
-def rebuild_invalid(db: Any, main: psycopg.Connection, budget: Budget, plan: VacuumPlan,
+def rebuild_invalid(db: Database, main: psycopg.Connection, budget: Budget, plan: VacuumPlan,
                     *, dry_run: bool) -> list[dict[str, Any]]:
     """Rebuild every invalid index in scope, in time; one report item per index."""
     found = invalid_indexes(main, plan)
@@ -74,6 +75,7 @@ def rebuild_invalid(db: Any, main: psycopg.Connection, budget: Budget, plan: Vac
             elif budget.exhausted(plan.min_seconds_per_table):
                 item.update(outcome="left", why="deadline: no time left for this rebuild")
             else:
+                assert work is not None  # opened unless dry_run
                 _rebuild(work, budget, idx, item)
     finally:
         if work is not None:
