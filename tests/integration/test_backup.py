@@ -684,3 +684,16 @@ def test_list_verification_hashes_the_whole_object_though_it_decodes_only_the_he
     with pytest.raises(ChecksumMismatchError):
         stream_archive(io.BytesIO(bytes(tail_damaged)), [head_reader()], expected_sha256=want, hold_back=False,
                        decode_all=False)
+
+
+def test_a_redelivered_async_event_for_a_succeeded_backup_uploads_nothing(seeded, plan, s3):
+    """Lambda may deliver the 202 path's asynchronous event twice: one run, one object."""
+    from pgkeeper import runs
+
+    run_id = runs.new_run_id()
+    request = JobRequest(job="backup", trigger="async", run_id=run_id)
+    first = runner.execute(JOB, request)
+    keys = _bucket_keys(s3)
+    again = runner.execute(JOB, request)
+    assert first["status"] == "succeeded" and again["report"]["duplicate"] is True
+    assert _bucket_keys(s3) == keys and len(keys) == 2  # the dump and its manifest, once

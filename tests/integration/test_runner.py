@@ -235,19 +235,117 @@ def test_a_secret_that_stays_wrong_is_one_clear_error_without_its_password(env, 
     assert "pgk_no_such_role" in str(err.value) and ":pw@" not in str(err.value)
 
 
-def test_a_run_still_running_an_hour_after_its_start_reads_failed_and_a_live_one_is_left_alone(env, pg,
-                                                                                                lambda_context):
-    """A run killed mid-way (Lambda timeout, out of memory) never records its end."""
+def test_a_run_still_running_after_its_invocation_ended_reads_failed_and_a_live_one_is_left_alone(env, pg,
+                                                                                                 lambda_context):
+    """A run killed mid-way (Lambda timeout, out of memory) never records its end: once its own
+    deadline has passed it reads failed. Rows from before runs carried a deadline: after an hour."""
     from pgkeeper import runs
 
     runs.ensure_schema(pg)
-    killed, live = runs.new_run_id(), runs.new_run_id()
-    for run_id in (killed, live):
-        runs.start(pg, run_id, "vacuum", "schedule", None, {})
-    pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '2 hours' WHERE run_id = %s", [killed])
+    killed, live, legacy = runs.new_run_id(), runs.new_run_id(), runs.new_run_id()
+    for run_id in (killed, live, legacy):
+        runs.start(pg, run_id, "vacuum", "schedule", None, {}, deadline_s=900)
+    pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '16 minutes', "
+               "deadline_at = now() - interval '2 minutes' WHERE run_id = %s", [killed])
     pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '10 minutes' WHERE run_id = %s", [live])
+    pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '2 hours', deadline_at = NULL "
+               "WHERE run_id = %s", [legacy])
 
     runner.execute(PROBE, JobRequest(job="probe"), lambda_context())  # any run's start sweeps
     status = dict(pg.execute("SELECT run_id::text, status FROM pgkeeper.runs").fetchall())
-    assert status[killed] == "failed" and status[live] == "running"
+    assert status[killed] == "failed" and status[live] == "running" and status[legacy] == "failed"
     assert "did not finish" in runs.get_run(pg, killed)["error"]
+
+
+# ------------------------------------------------------------------ runs are a state machine
+
+
+def test_a_redelivered_event_for_a_finished_run_does_nothing(env, pg, lambda_context):
+    """Lambda delivers asynchronous events at least once: the same run_id twice runs once."""
+    from pgkeeper import runs
+
+    run_id = runs.new_run_id()
+    first = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
+    again = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
+    assert first["status"] == "succeeded"
+    assert again["status"] == "succeeded" and again["report"]["duplicate"] is True
+    assert pg.execute("SELECT count(*) FROM probe_marks").fetchone()[0] == 1
+    assert [r[2] for r in _runs(pg)] == ["succeeded"]
+    assert _runs(pg)[0][3]["marked"] == 1  # the first run's report, not overwritten
+
+
+def test_a_duplicate_during_a_run_leaves_the_first_runs_row_running(env, pg, lambda_context):
+    from pgkeeper import runs
+
+    run_id = runs.new_run_id()
+    runs.ensure_schema(pg)
+    with psycopg.connect(env, autocommit=True) as first:  # the first delivery: lock held, row running
+        assert locks.try_lock(first, "probe")
+        assert runs.start(first, run_id, "probe", "async", None, {}, deadline_s=900) is None
+        dup = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
+        assert dup["status"] == "running" and dup["report"]["duplicate"] is True
+        assert [r[2] for r in _runs(pg)] == ["running"]
+        # Even a duplicate that got past the check cannot overwrite the row: skipped only replaces queued.
+        runs.record_skipped(pg, run_id, "probe", "async", None, {}, "lock held")
+        assert [r[2] for r in _runs(pg)] == ["running"]
+    assert pg.execute("SELECT to_regclass('probe_marks')").fetchone()[0] is None
+
+
+def test_a_failed_run_retried_by_lambda_runs_again_under_the_same_id(env, pg, lambda_context):
+    from pgkeeper import runs
+
+    run_id = runs.new_run_id()
+    with pytest.raises(JobFailedError):
+        runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id, options={"crash": True}),
+                       lambda_context())
+    result = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
+    assert result["status"] == "succeeded"
+    assert pg.execute("SELECT status, attempts, error FROM pgkeeper.runs").fetchall() == [("succeeded", 2, None)]
+
+
+def test_a_run_records_its_deadline_from_the_invocations_budget(env, pg, lambda_context):
+    runner.execute(PROBE, JobRequest(job="probe"), lambda_context(timeout_s=120))
+    left = pg.execute("SELECT extract(epoch FROM deadline_at - started_at) FROM pgkeeper.runs").fetchone()[0]
+    assert 100 < float(left) <= 121
+
+
+def test_the_run_history_is_bounded_and_keeps_each_jobs_newest_of_every_status(env, pg, write_plan,
+                                                                                lambda_context):
+    from pgkeeper import runs
+
+    write_plan({"version": 1, "database": {"run_history_days": 30}})
+    runs.ensure_schema(pg)
+    for days, status in ((40, "succeeded"), (50, "succeeded"), (60, "failed"), (70, "failed"), (5, "succeeded")):
+        pg.execute("INSERT INTO pgkeeper.runs (run_id, job, trigger, status, started_at, finished_at) "
+                   "VALUES (gen_random_uuid(), 'old', 'schedule', %s, now() - make_interval(days => %s), now())",
+                   [status, days])
+    pg.execute("INSERT INTO pgkeeper.runs (run_id, job, trigger, status, started_at) "
+               "VALUES (gen_random_uuid(), 'old', 'url', 'queued', now() - interval '40 days')")
+    runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    left = pg.execute("SELECT job, status, (now() - started_at) > interval '30 days' FROM pgkeeper.runs "
+                      "WHERE job = 'old' ORDER BY started_at").fetchall()
+    # The queued row, 40 days old, was swept to failed at the run's start and is now the newest failure
+    # (kept, however old); the 60- and 70-day failures and the 40- and 50-day successes are gone.
+    assert left == [("old", "failed", True), ("old", "succeeded", False)]
+    assert pg.execute("SELECT count(*) FROM pgkeeper.runs WHERE job = 'probe'").fetchone()[0] == 1
+
+
+def test_migrating_the_schema_as_it_was_before_versioning_keeps_its_rows(pg):
+    """Databases pgkeeper already ran on have schema pgkeeper without pgkeeper.migrations."""
+    from pgkeeper import runs
+
+    for m in runs.migrations():
+        if m.version <= 3:  # the schema as it stood before runs became a state machine
+            pg.execute(m.text.encode())
+    pg.execute("INSERT INTO pgkeeper.runs (run_id, job, trigger, status, report) VALUES "
+               "('7f1c1e9c-2f36-4d64-9d7a-0d3c1a2b3c4d', 'backup', 'schedule', 'succeeded', '{\"key\": \"k\"}')")
+    pg.execute("INSERT INTO pgkeeper.vacuum_backlog (schema_name, table_name, action, reason) "
+               "VALUES ('public', 't', 'vacuum', 'dead tuples')")
+    assert runs.schema_version(pg) == 0
+    runs.ensure_schema(pg)
+    assert runs.schema_version(pg) == runs.migrations()[-1].version
+    run = runs.get_run(pg, "7f1c1e9c-2f36-4d64-9d7a-0d3c1a2b3c4d")
+    assert run["status"] == "succeeded" and run["report"] == {"key": "k"} and run["attempts"] == 1
+    assert pg.execute("SELECT count(*) FROM pgkeeper.vacuum_backlog").fetchone()[0] == 1
+    runs.ensure_schema(pg)  # idempotent
+    assert pg.execute("SELECT count(*) FROM pgkeeper.migrations").fetchone()[0] == len(runs.migrations())

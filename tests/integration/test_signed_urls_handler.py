@@ -308,3 +308,18 @@ def test_a_slow_database_is_503_not_a_retry(db_url: str, monkeypatch: pytest.Mon
         assert calls == [1]  # statement_timeout left the connection usable: no second attempt
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("run_async", [False, True])
+def test_an_unknown_view_over_the_signed_url_is_400_and_records_nothing(signing: None, write_plan: Callable,
+                                                                        pg: psycopg.Connection,
+                                                                        run_async: bool) -> None:
+    """A caller's typo is checked before the lock and the run row: no run, no metric, nothing queued."""
+    from pgkeeper.jobs.refresh import JOB as REFRESH
+
+    pg.execute("CREATE MATERIALIZED VIEW mv_real AS SELECT 1 AS n")
+    event, _ = post_event(json.dumps({"job": "refresh", "options": {"views": ["mv_typo"]}, "async": run_async}))
+    status, body = answer(url.handle(REFRESH, event, LocalContext(30, name="local-refresh")))
+    assert (status, body["error"]) == (400, "unknown_views"), body
+    assert "mv_typo" in body["message"] and "mv_real" in body["message"]
+    assert pg.execute("SELECT count(*) FROM pgkeeper.runs").fetchone()[0] == 0

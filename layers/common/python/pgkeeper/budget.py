@@ -11,6 +11,8 @@ class Budget:
 
     def __init__(self, seconds: float, reserve_s: float = 5.0) -> None:
         self.deadline = time.monotonic() + max(0.0, seconds - reserve_s)
+        self.ends_at = time.monotonic() + seconds
+        """When the invocation itself ends (the deadline plus the reserve)."""
 
     @classmethod
     def from_context(cls, context: Any, *, reserve_s: float = 5.0, default_s: float = 900.0) -> Budget:
@@ -25,6 +27,10 @@ class Budget:
     def exhausted(self, need_s: float = 0.0) -> bool:
         """True when less than `need_s` seconds remain: don't start the next unit of work."""
         return self.remaining() <= need_s
+
+    def seconds_to_end(self) -> float:
+        """Seconds until the invocation ends, reserve included: how long a run may still be alive."""
+        return max(0.0, self.ends_at - time.monotonic())
 
     def remaining_ms(self, cap_ms: int | None = None) -> int:
         ms = int(self.remaining() * 1000)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -16,6 +17,8 @@ from .dsn import redact, resolve_url, session_conninfo
 from .errors import ConfigError, DatabaseUnavailableError, first_line
 from .log import logger
 from .plan.database import DatabaseSettings
+
+T = TypeVar("T")
 
 
 class Database:
@@ -120,6 +123,22 @@ class Database:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = self.connect(autocommit=True)
         return self._conn
+
+    def on_main(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """`work(conn)` on the main session; once more on a fresh session if that one was lost.
+
+        A job's work can outlive its idle main session (a pooler or the server dropped it; an
+        operator terminated pgkeeper's backends): what the job did must still be recorded.
+        """
+        conn = self.conn
+        try:
+            return work(conn)
+        except psycopg.OperationalError:
+            if not conn.broken and not conn.closed:
+                raise
+            logger.warning("the main database session was lost; writing on a new one",
+                           extra={"database": self.where})
+        return work(self.conn)
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

@@ -19,7 +19,7 @@ from .db import Database
 from .errors import EventError, JobFailedError, PgkeeperError, first_line
 from .jobs import JobContext, JobSpec
 from .log import logger, metrics
-from .plan import format_errors
+from .plan import Plan, format_errors
 from .triggers import JobRequest
 
 # The statuses a job may report, each with its metric; `skipped` is the runner's alone (lock held).
@@ -34,8 +34,17 @@ def validate_options(spec: JobSpec, options: dict[str, Any]) -> Any:
         raise EventError(f"invalid options for {spec.name}: " + "; ".join(problems), reason="bad_options") from None
 
 
+def preflight(spec: JobSpec, plan: Plan, options: Any, conn: psycopg.Connection) -> None:
+    """The caller's options against the plan (and catalog) before any lock, row or metric."""
+    if spec.preflight is not None:
+        spec.preflight(plan, options, conn)
+
+
 def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: Budget | None = None) -> dict:
-    """Run `spec` for `request`; returns {run_id, job, status, report} or raises."""
+    """Run `spec` for `request`; returns {run_id, job, status, report} or raises.
+
+    preflight -> lock -> run record (a conditional transition) -> job -> outcome -> metrics.
+    """
     plan = get_plan()
     options = validate_options(spec, request.options)
     run_id = request.run_id or runs.new_run_id()
@@ -48,6 +57,11 @@ def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: 
     try:
         conn = db.conn
         runs.ensure_schema(conn, cache_key=db.conninfo)
+        if request.run_id is not None:
+            current = runs.status_of(conn, run_id)
+            if current is not None and current not in runs.STARTABLE:
+                return _already(spec, run_id, current)
+        preflight(spec, plan, options, conn)
         if spec.needs_lock and not locks.try_lock(conn, spec.name):
             reason = f"another {spec.name} run holds the lock on this database"
             runs.record_skipped(conn, run_id, spec.name, request.trigger, request.request_id, opts_json, reason)
@@ -55,7 +69,10 @@ def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: 
             _count("JobSkipped", spec.name)
             return {"run_id": run_id, "job": spec.name, "status": "skipped", "report": {"reason": reason}}
         try:
-            runs.start(conn, run_id, spec.name, request.trigger, request.request_id, opts_json)
+            current = runs.start(conn, run_id, spec.name, request.trigger, request.request_id, opts_json,
+                                 deadline_s=budget.seconds_to_end())
+            if current is not None:
+                return _already(spec, run_id, current)
             logger.info("job started", extra={"database": db.where, "options": opts_json})
             ctx = JobContext(plan=plan, db=db, budget=budget, options=options, run_id=run_id,
                              trigger=request.trigger)
@@ -77,12 +94,13 @@ def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: 
         metric = _OUTCOME_METRICS.get(status)
         if metric is None:
             message = f"{spec.name} returned unknown status {status!r}"
-            runs.finish(db.conn, run_id, "failed", report, error=message)
+            db.on_main(lambda c: runs.finish(c, run_id, "failed", report, error=message))
             _count("JobFailed", spec.name)
             raise JobFailedError(message, report=report, run_id=run_id)
-        runs.finish(db.conn, run_id, status, report)
+        db.on_main(lambda c: runs.finish(c, run_id, status, report))
         _count(metric, spec.name)
         logger.info(f"job {status}", extra={"report": report})
+        _prune(db, plan.database.run_history_days)
         if status == "failed":
             raise JobFailedError(_failure_summary(spec.name, report), report=report, run_id=run_id)
         return {"run_id": run_id, "job": spec.name, "status": status, "report": report}
@@ -90,10 +108,26 @@ def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: 
         db.close()
 
 
+def _already(spec: JobSpec, run_id: str, status: runs.RunStatus) -> dict:
+    """A redelivered event (Lambda delivers asynchronous events at least once) for a run that is
+    running or finished: nothing is done, nothing is counted, the row is left as it is."""
+    logger.info(f"run {run_id} is already {status}: this delivery does nothing",
+                extra={"run_status": str(status)})
+    return {"run_id": run_id, "job": spec.name, "status": str(status),
+            "report": {"duplicate": True, "reason": f"run {run_id} is already {status}; nothing was done"}}
+
+
+def _prune(db: Database, keep_days: int) -> None:
+    try:
+        db.on_main(lambda c: runs.prune(c, keep_days))
+    except psycopg.Error as exc:  # housekeeping never changes a run's outcome
+        logger.warning("could not prune the run history", extra={"error": first_line(exc)})
+
+
 def _record_failure(db: Database, run_id: str, exc: BaseException) -> None:
     logger.exception("job failed")
     try:
-        runs.finish(db.conn, run_id, "failed", None, error=_describe(exc)[:4000])
+        db.on_main(lambda c: runs.finish(c, run_id, "failed", None, error=_describe(exc)[:4000]))
     except (PgkeeperError, psycopg.Error) as exc_recording:
         # The job's own error is the one to raise; this one must not replace it.
         logger.warning("could not record the failed run", extra={"error": _describe(exc_recording)})

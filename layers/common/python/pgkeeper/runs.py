@@ -1,13 +1,23 @@
 """Run history in schema `pgkeeper`: what ran, when, how it ended and its report.
 
-The schema is created from the package's `sql/` files the first time a job runs, under a
-transaction-level advisory lock so two cold starts do not race on CREATE IF NOT EXISTS.
+A run is a small state machine:
+
+    queued ──> running ──> succeeded | partial | failed | skipped
+                  ^                               │
+                  └──────── failed (Lambda's retry of the same run_id)
+
+Every write is a conditional transition, so Lambda's at-least-once delivery cannot run a finished
+run again and a duplicate cannot overwrite the row of the invocation that owns it. The schema is
+versioned: `sql/NNN_*.sql` are migrations applied in order, each once (`pgkeeper.migrations`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -21,42 +31,112 @@ _SCHEMA_LOCK_KEY = "pgkeeper:schema"
 _ensured: set[str] = set()
 
 
-def sql_files() -> list[tuple[str, str]]:
-    folder = resources.files("pgkeeper") / "sql"
-    files = sorted((f.name, f.read_text(encoding="utf-8")) for f in folder.iterdir() if f.name.endswith(".sql"))
-    return files
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.SKIPPED)
+STARTABLE = (RunStatus.QUEUED, RunStatus.FAILED)
+"""The states `start` moves to running: a queued run, or a failed one that Lambda retries."""
+
+
+# ------------------------------------------------------------------------------------ migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    text: str
+
+
+def migrations() -> list[Migration]:
+    """The package's `sql/NNN_name.sql` files, in version order."""
+    out = []
+    for f in (resources.files("pgkeeper") / "sql").iterdir():
+        m = re.fullmatch(r"(\d{3})_(\w+)\.sql", f.name)
+        if m:
+            out.append(Migration(int(m.group(1)), m.group(2), f.read_text(encoding="utf-8")))
+    return sorted(out, key=lambda m: m.version)
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    """The newest migration applied to this database (0: none, or a schema older than versioning)."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT max(version) FROM pgkeeper.migrations").fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return 0
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def ensure_schema(conn: psycopg.Connection, cache_key: str | None = None) -> None:
-    """Create or upgrade schema `pgkeeper` (idempotent); once per container per database."""
+    """Bring schema `pgkeeper` to the newest version (idempotent); once per container per database.
+
+    The first migrations are idempotent (`IF NOT EXISTS`), so a schema created before versioning
+    (no `pgkeeper.migrations`) is upgraded in place and keeps its rows.
+    """
     if cache_key and cache_key in _ensured:
         return
-    try:
-        with conn.transaction():
-            conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))", [_SCHEMA_LOCK_KEY])
-            for _name, text in sql_files():
-                conn.execute(text)
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise ConfigError(
-            "cannot create schema pgkeeper (run history): grant CREATE on the database to pgkeeper's "
-            f"role, or create it once with the files in sql/ ({exc.diag.message_primary})"
-        ) from exc
+    wanted = migrations()
+    if schema_version(conn) < wanted[-1].version:
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))", [_SCHEMA_LOCK_KEY])
+                conn.execute("CREATE SCHEMA IF NOT EXISTS pgkeeper")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS pgkeeper.migrations (version integer PRIMARY KEY, "
+                    "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp())"
+                )
+                applied = {r[0] for r in conn.execute("SELECT version FROM pgkeeper.migrations").fetchall()}
+                todo = [m for m in wanted if m.version not in applied]
+                for m in todo:
+                    conn.execute(m.text.encode())  # our own static SQL files
+                    conn.execute("INSERT INTO pgkeeper.migrations (version, name) VALUES (%s, %s)",
+                                 [m.version, m.name])
+            if todo:
+                logger.info("schema pgkeeper migrated",
+                            extra={"migrations": [f"{m.version:03d}_{m.name}" for m in todo]})
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigError(
+                "cannot create or upgrade schema pgkeeper (run history): grant CREATE on the database to "
+                f"pgkeeper's role, or apply the files in sql/ once as an owner ({exc.diag.message_primary})"
+            ) from exc
     if cache_key:
         _ensured.add(cache_key)
+
+
+# ------------------------------------------------------------------------------------ lost runs
 
 
 def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
+def canonical_run_id(text: str) -> str | None:
+    """`text` if it is a run id in the canonical UUID form, else None (`urn:uuid:`, braces, no dashes)."""
+    try:
+        parsed = uuid.UUID(text)
+    except (ValueError, TypeError):
+        return None
+    return text if str(parsed) == text.lower() and len(text) == 36 else None
+
+
 QUEUED_MAX_AGE = "6 hours"
 """Lambda drops an asynchronous event it could not run within the function's maximum event age
 (6 hours: the default, and the most Lambda allows), so a run queued longer will never start."""
 
+DEADLINE_GRACE = "1 minute"
+"""A running run whose invocation ended this long ago was stopped before it could record its end."""
+
 RUNNING_MAX_AGE = "1 hour"
-"""No entry point gives a run more than Lambda's 15 minutes, so a run still running an hour after
-its start was stopped before it could record its end. (Were one ever to outlive this, its own
-finish() would still record how it really ended.)"""
+"""Only for rows written before runs carried their deadline: no entry point gives a run more
+than Lambda's 15 minutes."""
 
 NEVER_STARTED = ("never started: the asynchronous invocation did not run within Lambda's maximum event age "
                  f"({QUEUED_MAX_AGE}); the function's logs and its Errors alarm say why")
@@ -73,9 +153,10 @@ def expire_lost(conn: psycopg.Connection, run_id: str | None = None) -> int:
         "UPDATE pgkeeper.runs SET finished_at = pg_catalog.clock_timestamp(), "
         "error = CASE status WHEN 'queued' THEN %s ELSE %s END, status = 'failed' "
         "WHERE ((status = 'queued' AND started_at < pg_catalog.clock_timestamp() - %s::interval) "
-        "OR (status = 'running' AND started_at < pg_catalog.clock_timestamp() - %s::interval))"
+        "OR (status = 'running' AND COALESCE(deadline_at, started_at + %s::interval) "
+        "< pg_catalog.clock_timestamp() - %s::interval))"
     )
-    params: list[Any] = [NEVER_STARTED, STOPPED, QUEUED_MAX_AGE, RUNNING_MAX_AGE]
+    params: list[Any] = [NEVER_STARTED, STOPPED, QUEUED_MAX_AGE, RUNNING_MAX_AGE, DEADLINE_GRACE]
     if run_id is not None:
         query += " AND run_id = %s"
         params.append(run_id)
@@ -92,6 +173,9 @@ def expire_lost(conn: psycopg.Connection, run_id: str | None = None) -> int:
     return expired
 
 
+# ---------------------------------------------------------------------------------- transitions
+
+
 def queue(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request_id: str | None,
           options: dict[str, Any]) -> None:
     """A run accepted (202) that an asynchronous invocation will carry out. Runs that can no
@@ -104,54 +188,91 @@ def queue(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request
     )
 
 
+def status_of(conn: psycopg.Connection, run_id: str) -> RunStatus | None:
+    row = conn.execute("SELECT status FROM pgkeeper.runs WHERE run_id = %s", [run_id]).fetchone()
+    return RunStatus(row[0]) if row else None
+
+
 def start(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request_id: str | None,
-          options: dict[str, Any]) -> None:
-    # Upsert: a queued run (202 over the function URL) becomes running under the same id.
+          options: dict[str, Any], *, deadline_s: float) -> RunStatus | None:
+    """Record the run as running until `deadline_s` from now; None when it started.
+
+    A new run_id is inserted; an existing one moves to running only from queued (the 202 path) or
+    failed (Lambda's retry). Otherwise nothing is written and the run's current status is returned:
+    a redelivered event for a running or finished run must do nothing.
+    """
     expire_lost(conn)
-    conn.execute(
-        "INSERT INTO pgkeeper.runs (run_id, job, trigger, request_id, status, options) "
-        "VALUES (%s, %s, %s, %s, 'running', %s) ON CONFLICT (run_id) DO UPDATE "
-        "SET status = 'running', started_at = pg_catalog.clock_timestamp()",
-        [run_id, job, trigger, request_id, Jsonb(options)],
-    )
+    row = conn.execute(
+        "INSERT INTO pgkeeper.runs AS r (run_id, job, trigger, request_id, status, options, deadline_at) "
+        "VALUES (%s, %s, %s, %s, 'running', %s, pg_catalog.clock_timestamp() + make_interval(secs => %s)) "
+        "ON CONFLICT (run_id) DO UPDATE SET status = 'running', started_at = pg_catalog.clock_timestamp(), "
+        "deadline_at = EXCLUDED.deadline_at, finished_at = NULL, report = NULL, error = NULL, "
+        "attempts = r.attempts + CASE WHEN r.status = 'failed' THEN 1 ELSE 0 END "
+        "WHERE r.status IN ('queued', 'failed') AND r.job = EXCLUDED.job "
+        "RETURNING r.run_id",
+        [run_id, job, trigger, request_id, Jsonb(options), deadline_s],
+    ).fetchone()
+    if row is not None:
+        return None
+    return status_of(conn, run_id) or RunStatus.RUNNING
 
 
-def finish(conn: psycopg.Connection, run_id: str, status: str, report: dict[str, Any] | None,
+def finish(conn: psycopg.Connection, run_id: str, status: RunStatus | str, report: dict[str, Any] | None,
            error: str | None = None) -> None:
+    """The run's end, as it really happened (even after the sweep marked it lost)."""
     conn.execute(
         "UPDATE pgkeeper.runs SET status = %s, finished_at = pg_catalog.clock_timestamp(), "
         "report = %s, error = %s WHERE run_id = %s",
-        [status, Jsonb(_jsonable(report)) if report is not None else None, error, run_id],
+        [str(status), Jsonb(_jsonable(report)) if report is not None else None, error, run_id],
     )
 
 
 def record_skipped(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request_id: str | None,
                    options: dict[str, Any], reason: str) -> None:
+    """A run that did not start (another holds the lock). Only a queued row of this run changes:
+    a duplicate never overwrites the row of the invocation that is running it."""
     conn.execute(
-        "INSERT INTO pgkeeper.runs (run_id, job, trigger, request_id, status, options, finished_at, report) "
+        "INSERT INTO pgkeeper.runs AS r (run_id, job, trigger, request_id, status, options, finished_at, report) "
         "VALUES (%s, %s, %s, %s, 'skipped', %s, pg_catalog.clock_timestamp(), %s) "
         "ON CONFLICT (run_id) DO UPDATE SET status = 'skipped', finished_at = EXCLUDED.finished_at, "
-        "report = EXCLUDED.report",
+        "report = EXCLUDED.report WHERE r.status = 'queued'",
         [run_id, job, trigger, request_id, Jsonb(options), Jsonb({"reason": reason})],
     )
 
 
+def prune(conn: psycopg.Connection, keep_days: int) -> int:
+    """Delete finished runs older than `keep_days`, keeping each job's newest run of every status
+    (what `last success` and `last failure` answers need); how many went."""
+    deleted = conn.execute(
+        "DELETE FROM pgkeeper.runs WHERE started_at < pg_catalog.clock_timestamp() - make_interval(days => %s) "
+        "AND status IN ('succeeded', 'partial', 'failed', 'skipped') "
+        "AND run_id NOT IN (SELECT DISTINCT ON (job, status) run_id FROM pgkeeper.runs "
+        "ORDER BY job, status, started_at DESC)",
+        [keep_days],
+    ).rowcount
+    if deleted:
+        logger.info("old runs pruned from the history", extra={"runs": deleted, "keep_days": keep_days})
+    return deleted
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
 def get_run(conn: psycopg.Connection, run_id: str) -> dict[str, Any] | None:
-    try:
-        uuid.UUID(run_id)
-    except ValueError:
+    if canonical_run_id(run_id) is None:
         return None
     expire_lost(conn, run_id)
     row = conn.execute(
-        "SELECT run_id::text, job, trigger, request_id, status, started_at, finished_at, report, error "
-        "FROM pgkeeper.runs WHERE run_id = %s",
+        "SELECT run_id::text, job, trigger, request_id, status, started_at, finished_at, deadline_at, attempts, "
+        "report, error FROM pgkeeper.runs WHERE run_id = %s",
         [run_id],
     ).fetchone()
     if row is None:
         return None
-    keys = ["run_id", "job", "trigger", "request_id", "status", "started_at", "finished_at", "report", "error"]
+    keys = ["run_id", "job", "trigger", "request_id", "status", "started_at", "finished_at", "deadline_at",
+            "attempts", "report", "error"]
     out = dict(zip(keys, row, strict=True))
-    for k in ("started_at", "finished_at"):
+    for k in ("started_at", "finished_at", "deadline_at"):
         out[k] = out[k].isoformat() if out[k] else None
     return out
 

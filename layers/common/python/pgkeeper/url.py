@@ -191,8 +191,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _start_async(spec: JobSpec, options: dict[str, Any], request_id: str | None) -> Response:
     """Record a queued run, then continue in an asynchronous invocation of this same function."""
-    opts_json = runner.validate_options(spec, options).model_dump(mode="json", exclude_defaults=True)
+    validated = runner.validate_options(spec, options)
+    opts_json = validated.model_dump(mode="json", exclude_defaults=True)
     session = _session(app.context["plan"], spec)
+    session.run(lambda conn: runner.preflight(spec, app.context["plan"], validated, conn))  # a typo queues nothing
     run_id = runs.new_run_id()
     session.run(lambda conn: runs.queue(conn, run_id, spec.name, "url", request_id, opts_json))
     payload = {"job": spec.name, "options": options, "trigger": "async", "run_id": run_id, "request_id": request_id}

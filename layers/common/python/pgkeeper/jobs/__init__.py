@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from ..budget import Budget
@@ -46,6 +47,9 @@ class JobSpec:
     needs_lock: bool = True
     check: Callable[[Plan, Any], list[str]] | None = None
     """Validate the plan's section against a live connection (`pgkeeper plan check`)."""
+    preflight: Callable[[Plan, Any, psycopg.Connection], None] | None = None
+    """Check the caller's options against the plan (and the catalog) before anything is recorded:
+    raises EventError, so a typo is a 400 with no run row, no lock and no JobFailed metric."""
 
 
 def all_jobs() -> dict[str, JobSpec]:

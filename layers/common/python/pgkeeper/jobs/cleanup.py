@@ -45,6 +45,11 @@ def _select(targets: list[CleanupTarget], names: list[str] | None) -> list[Clean
     return [known[n] for n in names]
 
 
+def preflight(plan: Plan, opts: CleanupOptions, conn: psycopg.Connection) -> None:
+    """Unknown target names are the caller's typo: a 400 before the run is recorded."""
+    _select(plan.cleanup.targets, opts.targets)
+
+
 def _resolve(conn: psycopg.Connection, spec: CleanupTarget) -> Target:
     if spec.function is not None:
         return functions.resolve_function(conn, spec)
@@ -177,4 +182,4 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     return problems
 
 
-JOB = JobSpec(name="cleanup", options=CleanupOptions, run=run, check=check)
+JOB = JobSpec(name="cleanup", options=CleanupOptions, run=run, check=check, preflight=preflight)

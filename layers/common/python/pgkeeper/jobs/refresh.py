@@ -98,6 +98,26 @@ class ViewReport:
         return out
 
 
+def preflight(plan: Plan, opts: RefreshOptions, conn: psycopg.Connection) -> None:
+    """`options.views` must name views the run would refresh: the plan's list, else the matviews in
+    the plan's schemas (one catalog read). Checked before the run is recorded."""
+    if not opts.views:
+        return
+    if plan.refresh.views:
+        known = {qualify(v.name): v.name for v in plan.refresh.views}
+        where = "the plan's refresh.views"
+    else:
+        rows = conn.execute(
+            "SELECT schemaname, matviewname FROM pg_catalog.pg_matviews WHERE schemaname = ANY(%s) "
+            "ORDER BY 1, 2", [plan.refresh.schema_names]).fetchall()
+        known = {(s, n): display(s, n) for s, n in rows}
+        where = f"schemas {', '.join(plan.refresh.schema_names)}"
+    unknown = [v for v in opts.views if qualify(v) not in known]
+    if unknown:
+        raise EventError(f"options.views names views that are not in {where}: {', '.join(unknown)} "
+                         f"(known: {', '.join(known.values()) or 'none'})", reason="unknown_views")
+
+
 def run(ctx: JobContext) -> dict[str, Any]:
     opts: RefreshOptions = ctx.options
     if opts.clear_cache:
@@ -486,4 +506,4 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     return problems + cache.check(plan)  # views naming cache keys need a cache that answers
 
 
-JOB = JobSpec(name="refresh", options=RefreshOptions, run=run, check=check)
+JOB = JobSpec(name="refresh", options=RefreshOptions, run=run, check=check, preflight=preflight)

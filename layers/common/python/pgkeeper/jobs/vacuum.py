@@ -31,6 +31,21 @@ class VacuumOptions(Options):
     reindex_invalid: bool | None = Field(None, description="override the plan's vacuum.reindex_invalid")
 
 
+def preflight(plan: Plan, opts: VacuumOptions, conn: psycopg.Connection) -> None:
+    """`options.tables` must exist (tables or materialized views): a 400 before the run is recorded."""
+    if not opts.tables:
+        return
+    wanted = [split_name(t) for t in opts.tables]
+    found = set(conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
+        "AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        [[s for s, _ in wanted], [t for _, t in wanted]]).fetchall())
+    missing = sorted(display(*k) for k in wanted if k not in found)
+    if missing:
+        raise EventError(f"vacuum: tables not found: {', '.join(missing)}", reason="unknown_tables")
+
+
 def run(ctx: JobContext) -> Report:
     opts: VacuumOptions = ctx.options
     if opts.mode == "health":
@@ -146,4 +161,5 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     return problems
 
 
-JOB = JobSpec(name="vacuum", options=VacuumOptions, run=run, long_running=True, check=check)
+JOB = JobSpec(name="vacuum", options=VacuumOptions, run=run, long_running=True, check=check,
+              preflight=preflight)

@@ -19,3 +19,7 @@ class DatabaseSettings(Model):
     idle_in_transaction_timeout_s: int = Field(60, ge=1)
     connect_retries: int = Field(1, ge=0, le=5, description="retries of a failed connect (Neon wakes)")
     use_direct_host: bool = Field(True, description="swap a Neon -pooler host for the direct host")
+    run_history_days: int = Field(
+        90, ge=1, le=3650,
+        description="finished runs older than this leave pgkeeper.runs (each job's newest of every status stays)",
+    )
