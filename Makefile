@@ -20,7 +20,7 @@ help:
 	@echo "make build   - sam build (no Docker needed)"
 	@echo "make bench BENCH=<name> [QUICK=1] - benchmarks (refresh, coldstart, ...)"
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml layers/common/requirements.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@

@@ -140,7 +140,7 @@ def _shell(cmd: str, env: dict) -> float:
 CHILD = """
 import json, resource, sys, time
 from pgkeeper import runner
-from pgkeeper.jobs.backup import JOB
+from pgkeeper.backup.job import JOB
 from pgkeeper.local.context import LocalContext
 from pgkeeper.triggers import JobRequest
 t0 = time.monotonic()

@@ -70,7 +70,7 @@ def build_template(name: str, layout: str, rows: int, expiry_index: bool) -> Non
         if expiry_index:
             c.execute("CREATE INDEX sessions_expires_at_idx ON sessions (expires_at)")
         c.execute("VACUUM ANALYZE sessions")
-        from pgkeeper import runs
+        from pgkeeper.db import runs
 
         runs.ensure_schema(c)  # the job's run history exists before any timed run, as in production
 
@@ -149,7 +149,7 @@ def baseline(url: str, jit: bool) -> dict:
 
 def pgkeeper_run(url: str, options: dict | None = None) -> dict:
     from pgkeeper import runner
-    from pgkeeper.jobs.cleanup import JOB
+    from pgkeeper.cleanup.job import JOB
     from pgkeeper.local.context import LocalContext
     from pgkeeper.triggers import JobRequest
 

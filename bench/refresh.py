@@ -112,9 +112,9 @@ def main(quick: bool) -> dict:
     rows = 200_000 if quick else 1_000_000
     rounds = 1 if quick else 2
     from pgkeeper import runner
-    from pgkeeper.jobs.refresh import JOB
     from pgkeeper.local.context import LocalContext
     from pgkeeper.log import logger
+    from pgkeeper.refresh.job import JOB
     from pgkeeper.triggers import JobRequest
 
     logger.setLevel("WARNING")  # the job's INFO lines would drown the summary on stdout

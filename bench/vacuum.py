@@ -75,8 +75,8 @@ def time_vacuumdb(url: str) -> float:
 def time_pgkeeper(url: str, plan: Path) -> tuple[float, dict]:
     from pgkeeper import config
     from pgkeeper.handler import handle
-    from pgkeeper.jobs.vacuum import JOB
     from pgkeeper.local.context import LocalContext
+    from pgkeeper.vacuum.job import JOB
 
     os.environ["DATABASE_URL"] = url
     os.environ["PGKEEPER_PLAN"] = str(plan)

@@ -1,7 +1,7 @@
 """Lambda entry point of the backup job: decorators, one call, nothing else."""
 
+from pgkeeper.backup.job import JOB
 from pgkeeper.handler import handle
-from pgkeeper.jobs.backup import JOB
 from pgkeeper.log import logger, metrics
 
 

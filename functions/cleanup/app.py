@@ -1,7 +1,7 @@
 """Lambda entry point of the cleanup job: decorators, one call, nothing else."""
 
+from pgkeeper.cleanup.job import JOB
 from pgkeeper.handler import handle
-from pgkeeper.jobs.cleanup import JOB
 from pgkeeper.log import logger, metrics
 
 

@@ -1,8 +1,8 @@
 """Lambda entry point of the vacuum job: decorators, one call, nothing else."""
 
 from pgkeeper.handler import handle
-from pgkeeper.jobs.vacuum import JOB
 from pgkeeper.log import logger, metrics
+from pgkeeper.vacuum.job import JOB
 
 
 @logger.inject_lambda_context(clear_state=True)

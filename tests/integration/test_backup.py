@@ -22,6 +22,7 @@ from psycopg import sql
 
 from pgkeeper import runner
 from pgkeeper.backup.errors import BackupError, VerificationError, VersionMismatchError
+from pgkeeper.backup.job import JOB, BackupOptions
 from pgkeeper.backup.pipeline import Progress
 from pgkeeper.budget import Budget
 from pgkeeper.cli import main as cli
@@ -29,7 +30,6 @@ from pgkeeper.config import get_plan
 from pgkeeper.db import Database
 from pgkeeper.errors import ConfigError
 from pgkeeper.jobs import JobContext
-from pgkeeper.jobs.backup import JOB, BackupOptions
 from pgkeeper.triggers import JobRequest
 
 BUCKET = "pgk-backups"
@@ -688,7 +688,7 @@ def test_list_verification_hashes_the_whole_object_though_it_decodes_only_the_he
 
 def test_a_redelivered_async_event_for_a_succeeded_backup_uploads_nothing(seeded, plan, s3):
     """Lambda may deliver the 202 path's asynchronous event twice: one run, one object."""
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     run_id = runs.new_run_id()
     request = JobRequest(job="backup", trigger="async", run_id=run_id)

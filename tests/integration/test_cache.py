@@ -23,9 +23,9 @@ from upstash_adapter import UpstashAdapter
 from pgkeeper import cache
 from pgkeeper.budget import Budget
 from pgkeeper.errors import JobFailedError, PlanError
-from pgkeeper.jobs.refresh import JOB as REFRESH
 from pgkeeper.log import metrics
 from pgkeeper.plan import Plan, parse_plan
+from pgkeeper.refresh.job import JOB as REFRESH
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_DB = 9

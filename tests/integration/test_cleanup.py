@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pgkeeper import locks, runner
+from pgkeeper import runner
 from pgkeeper.budget import Budget
+from pgkeeper.cleanup.job import JOB
+from pgkeeper.db import locks
 from pgkeeper.errors import EventError, JobFailedError
 from pgkeeper.handler import handle
-from pgkeeper.jobs.cleanup import JOB
 from pgkeeper.triggers import JobRequest
 
 ROOT = Path(__file__).resolve().parents[2]

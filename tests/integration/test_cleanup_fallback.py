@@ -11,9 +11,9 @@ from test_cleanup import CountdownBudget
 
 from pgkeeper import runner
 from pgkeeper.budget import Budget
+from pgkeeper.cleanup.job import JOB
 from pgkeeper.cleanup.tables import choose_method
 from pgkeeper.errors import JobFailedError
-from pgkeeper.jobs.cleanup import JOB
 from pgkeeper.triggers import JobRequest
 
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pgkeeper import runner
-from pgkeeper.jobs.cleanup import JOB
+from pgkeeper.cleanup.job import JOB
 from pgkeeper.triggers import JobRequest
 
 SESSIONS = """

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from pgkeeper import runner
+from pgkeeper.cleanup.job import JOB, check
 from pgkeeper.errors import JobFailedError, PlanError
-from pgkeeper.jobs.cleanup import JOB, check
 from pgkeeper.plan import load_plan
 from pgkeeper.triggers import JobRequest
 

@@ -11,9 +11,9 @@ import pytest
 from pgkeeper.cli import main as cli_main
 from pgkeeper.handler import handle
 from pgkeeper.health import build_report
-from pgkeeper.jobs.vacuum import JOB
 from pgkeeper.local.context import LocalContext
 from pgkeeper.plan import parse_plan
+from pgkeeper.vacuum.job import JOB
 
 CLEAN_SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE);

@@ -16,10 +16,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgkeeper import locks, runner
+from pgkeeper import runner
+from pgkeeper.db import locks
 from pgkeeper.errors import EventError, JobFailedError
-from pgkeeper.jobs.refresh import JOB, check
 from pgkeeper.plan import load_plan
+from pgkeeper.refresh.job import JOB, check
 from pgkeeper.triggers import JobRequest
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,8 @@ import traceback
 import psycopg
 import pytest
 
-from pgkeeper import locks, runner
+from pgkeeper import runner
+from pgkeeper.db import locks
 from pgkeeper.errors import ConfigError, DatabaseUnavailableError, EventError, JobFailedError
 from pgkeeper.jobs import JobContext, JobSpec, Options
 from pgkeeper.triggers import JobRequest
@@ -170,7 +171,7 @@ def test_options_in_the_url_are_kept_beside_the_plans_timeouts(env, write_plan, 
 
 def test_a_queued_run_older_than_lambdas_event_age_is_reported_failed_not_queued(env, pg):
     """An async invocation that never ran (Lambda gave up on the event) must not read 'queued' for ever."""
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     runs.ensure_schema(pg)
     lost, recent, other = runs.new_run_id(), runs.new_run_id(), runs.new_run_id()
@@ -239,7 +240,7 @@ def test_a_run_still_running_after_its_invocation_ended_reads_failed_and_a_live_
                                                                                                  lambda_context):
     """A run killed mid-way (Lambda timeout, out of memory) never records its end: once its own
     deadline has passed it reads failed. Rows from before runs carried a deadline: after an hour."""
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     runs.ensure_schema(pg)
     killed, live, legacy = runs.new_run_id(), runs.new_run_id(), runs.new_run_id()
@@ -262,7 +263,7 @@ def test_a_run_still_running_after_its_invocation_ended_reads_failed_and_a_live_
 
 def test_a_redelivered_event_for_a_finished_run_does_nothing(env, pg, lambda_context):
     """Lambda delivers asynchronous events at least once: the same run_id twice runs once."""
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     run_id = runs.new_run_id()
     first = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
@@ -275,7 +276,7 @@ def test_a_redelivered_event_for_a_finished_run_does_nothing(env, pg, lambda_con
 
 
 def test_a_duplicate_during_a_run_leaves_the_first_runs_row_running(env, pg, lambda_context):
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     run_id = runs.new_run_id()
     runs.ensure_schema(pg)
@@ -292,7 +293,7 @@ def test_a_duplicate_during_a_run_leaves_the_first_runs_row_running(env, pg, lam
 
 
 def test_a_failed_run_retried_by_lambda_runs_again_under_the_same_id(env, pg, lambda_context):
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     run_id = runs.new_run_id()
     with pytest.raises(JobFailedError):
@@ -311,7 +312,7 @@ def test_a_run_records_its_deadline_from_the_invocations_budget(env, pg, lambda_
 
 def test_the_run_history_is_bounded_and_keeps_each_jobs_newest_of_every_status(env, pg, write_plan,
                                                                                 lambda_context):
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     write_plan({"version": 1, "database": {"run_history_days": 30}})
     runs.ensure_schema(pg)
@@ -332,7 +333,7 @@ def test_the_run_history_is_bounded_and_keeps_each_jobs_newest_of_every_status(e
 
 def test_migrating_the_schema_as_it_was_before_versioning_keeps_its_rows(pg):
     """Databases pgkeeper already ran on have schema pgkeeper without pgkeeper.migrations."""
-    from pgkeeper import runs
+    from pgkeeper.db import runs
 
     for m in runs.migrations():
         if m.version <= 3:  # the schema as it stood before runs became a state machine

@@ -16,11 +16,11 @@ import psycopg
 import pytest
 from upstash_adapter import running
 
-from pgkeeper import url
 from pgkeeper.errors import DatabaseUnavailableError, ReplayStoreUnavailableError
 from pgkeeper.jobs import JobContext, JobSpec, Options
 from pgkeeper.local.context import LocalContext
 from pgkeeper.local.serve import url_event
+from pgkeeper.webhooks import routes as url
 from pgkeeper.webhooks.dispatch import set_invoker
 from pgkeeper.webhooks.replay import PostgresReplayStore, RedisReplayStore
 from pgkeeper.webhooks.session import UrlSession
@@ -219,7 +219,7 @@ def lambda_api(db_url: str, tmp_path: Path, write_plan: Callable, monkeypatch: p
 
 def test_long_job_continues_through_an_asynchronous_lambda_invoke(signing: None, lambda_api: str,
                                                                   pg: psycopg.Connection) -> None:
-    from pgkeeper.jobs.refresh import JOB as REFRESH
+    from pgkeeper.refresh.job import JOB as REFRESH
 
     pg.execute("CREATE TABLE t (x int)")
     pg.execute("CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM t")
@@ -270,7 +270,7 @@ def test_async_run_whose_dispatch_raises_unexpectedly_is_recorded_failed(signing
 ])
 def test_static_url_events_are_refused_as_documented(signing: None, name: str, status: int, reason: str,
                                                      pg: psycopg.Connection) -> None:
-    from pgkeeper.jobs.refresh import JOB as REFRESH
+    from pgkeeper.refresh.job import JOB as REFRESH
 
     event = json.loads((ROOT / "events" / name).read_text())
     got = answer(url.handle(REFRESH, event, LocalContext(30)))
@@ -315,7 +315,7 @@ def test_an_unknown_view_over_the_signed_url_is_400_and_records_nothing(signing:
                                                                         pg: psycopg.Connection,
                                                                         run_async: bool) -> None:
     """A caller's typo is checked before the lock and the run row: no run, no metric, nothing queued."""
-    from pgkeeper.jobs.refresh import JOB as REFRESH
+    from pgkeeper.refresh.job import JOB as REFRESH
 
     pg.execute("CREATE MATERIALIZED VIEW mv_real AS SELECT 1 AS n")
     event, _ = post_event(json.dumps({"job": "refresh", "options": {"views": ["mv_typo"]}, "async": run_async}))

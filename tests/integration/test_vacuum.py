@@ -13,8 +13,8 @@ from psycopg import sql
 
 from pgkeeper.errors import EventError
 from pgkeeper.handler import handle
-from pgkeeper.jobs.vacuum import JOB
 from pgkeeper.local.context import LocalContext
+from pgkeeper.vacuum.job import JOB
 
 ROOT = Path(__file__).resolve().parents[2]
 

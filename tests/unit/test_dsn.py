@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pgkeeper.dsn import direct_host, redact, session_conninfo, url_from_secret
+from pgkeeper.db.dsn import direct_host, redact, session_conninfo, url_from_secret
 from pgkeeper.errors import ConfigError
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pgkeeper.errors import PlanError
-from pgkeeper.jobs.refresh import RefreshOptions
 from pgkeeper.plan import load_plan
+from pgkeeper.refresh.job import RefreshOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -121,7 +121,7 @@ def test_vacuum_function_also_analyzes_hot_tables_on_its_own_schedule(raw):
     assert sched["Name"] == {"Fn::Sub": "${AWS::StackName}-vacuum-analyze"}
     body = json.loads(sched["Input"])
     request = parse_event(body, "vacuum")
-    from pgkeeper.jobs.vacuum import JOB
+    from pgkeeper.vacuum.job import JOB
 
     assert JOB.options.model_validate(request.options).mode == "analyze"
     other = [e for name, e in events.items() if name not in {"Schedule", "AnalyzeSchedule"}]
@@ -344,6 +344,8 @@ def test_make_build_produces_a_layer_whose_compiled_wheels_match_runtime_and_arc
     site = build_dir / "CommonLayer" / "python"
     assert (site / "pgkeeper" / "handler.py").is_file()
     assert (site / "pgkeeper" / "sql" / "001_runs.sql").is_file()
+    assert not (site / "pgkeeper" / "local").exists() and not (site / "pgkeeper" / "cli").exists(), \
+        "the developer tools (pgkeeper invoke/serve, the CLI) do not belong in /opt"
     assert not list(site.rglob("__pycache__")), "bytecode of the build machine's Python is dead weight"
     assert not list(site.glob("boto3*")), "boto3 comes with the runtime; the layer must not carry it"
 

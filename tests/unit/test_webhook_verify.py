@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook
 
 from pgkeeper.errors import AuthError, ConfigError, EventError
 from pgkeeper.jobs import JobSpec, Options
-from pgkeeper.url import parse_job_body
+from pgkeeper.webhooks.routes import parse_job_body
 from pgkeeper.webhooks.secrets import ENV_SECRETS, SecretSource, parse_secrets
 from pgkeeper.webhooks.sign import job_body, new_secret, sign
 from pgkeeper.webhooks.verify import SignedRequest, Verifier

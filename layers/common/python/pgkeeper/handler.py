@@ -11,8 +11,8 @@ from .triggers import is_function_url_event, parse_event
 
 def handle(spec: JobSpec, event: Any, context: Any) -> dict:
     if is_function_url_event(event):
-        from . import url  # only URL-triggered invocations pay for the HTTP stack's imports
+        from .webhooks import routes  # only URL-triggered invocations pay for the HTTP stack's imports
 
-        return url.handle(spec, event, context)
+        return routes.handle(spec, event, context)
     request = parse_event(event, spec.name, request_id=getattr(context, "aws_request_id", None))
     return runner.execute(spec, request, context)

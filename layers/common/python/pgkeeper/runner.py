@@ -12,10 +12,9 @@ import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
-from . import locks, runs
 from .budget import Budget
 from .config import get_plan
-from .db import Database
+from .db import Database, locks, runs
 from .errors import EventError, JobFailedError, PgkeeperError, first_line
 from .jobs import JobContext, JobSpec
 from .log import logger, metrics

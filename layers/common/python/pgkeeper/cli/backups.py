@@ -42,7 +42,7 @@ def locate(args: argparse.Namespace) -> Location:
     if not database:
         if plan is None:
             raise ConfigError(f"name the database (--database NAME) or a plan (--plan / ${PLAN_ENV})")
-        from ..dsn import resolve_url, session_conninfo
+        from ..db.dsn import resolve_url, session_conninfo
 
         database = dbname(session_conninfo(resolve_url(plan.database)))
     return Location(BackupStore(s3_client(), bucket, prefix, database), bp)

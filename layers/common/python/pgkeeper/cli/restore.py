@@ -17,7 +17,7 @@ from ..backup import manifest as mf
 from ..backup import pgtools
 from ..backup.errors import BackupError, RestoreError, VerificationError
 from ..backup.restore import restore_backup, user_tables
-from ..dsn import redact, session_conninfo
+from ..db.dsn import redact, session_conninfo
 from ..errors import ConfigError, DatabaseUnavailableError, first_line
 from .backups import add_location_args, locate
 

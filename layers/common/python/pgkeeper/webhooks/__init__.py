@@ -1,5 +1,5 @@
 """Signed function URL requests (Standard Webhooks): verification, secrets with rotation,
 replay protection, the asynchronous continuation of long jobs, and the error → HTTP mapping.
 
-`pgkeeper.url` puts these together for a handler; `sign` is the caller's half.
+`routes` puts these together for a handler; `sign` is the caller's half.
 """

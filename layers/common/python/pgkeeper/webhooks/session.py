@@ -14,8 +14,8 @@ from typing import TypeVar
 import psycopg
 
 from ..db import Database
+from ..db.runs import ensure_schema
 from ..errors import DatabaseUnavailableError
-from ..runs import ensure_schema
 
 T = TypeVar("T")
 

@@ -15,14 +15,14 @@ import psycopg
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import Field
 
-from ..cleanup import functions
-from ..cleanup.resolve import TableTarget, TargetProblems, resolve_table
-from ..cleanup.tables import TableRun, choose_method, method_problems, set_timeouts
 from ..errors import EventError, first_line
+from ..jobs import JobContext, JobSpec, Options, Report
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.cleanup import CleanupTarget
-from . import JobContext, JobSpec, Options, Report
+from . import functions
+from .resolve import TableTarget, TargetProblems, resolve_table
+from .tables import TableRun, choose_method, method_problems, set_timeouts
 
 
 class CleanupOptions(Options):

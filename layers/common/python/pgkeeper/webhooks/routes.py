@@ -24,10 +24,10 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 
-from . import runner, runs
-from .config import get_plan
-from .db import Database
-from .errors import (
+from .. import runner
+from ..config import get_plan
+from ..db import Database, runs
+from ..errors import (
     DatabaseUnavailableError,
     EventError,
     HealthReportUnavailableError,
@@ -36,17 +36,17 @@ from .errors import (
     PgkeeperError,
     ReplayError,
 )
-from .jobs import JobSpec
-from .log import logger
-from .plan import Plan
-from .plan.signing import SigningPlan
-from .triggers import JobRequest
-from .webhooks.dispatch import get_invoker, self_function_name, set_invoker
-from .webhooks.errors import error_response, status_and_body
-from .webhooks.replay import PostgresReplayStore, RedisReplayStore, ReplayStore, ttl_for
-from .webhooks.secrets import SecretSource
-from .webhooks.session import UrlSession
-from .webhooks.verify import SignedRequest, Verified, Verifier
+from ..jobs import JobSpec
+from ..log import logger
+from ..plan import Plan
+from ..plan.signing import SigningPlan
+from ..triggers import JobRequest
+from .dispatch import get_invoker, self_function_name, set_invoker
+from .errors import error_response, status_and_body
+from .replay import PostgresReplayStore, RedisReplayStore, ReplayStore, ttl_for
+from .secrets import SecretSource
+from .session import UrlSession
+from .verify import SignedRequest, Verified, Verifier
 
 ALLOW_BEARER_ENV = "PGKEEPER_ALLOW_BEARER"
 BODY_KEYS = {"job", "options", "async"}
@@ -216,7 +216,7 @@ def _health_report(plan: Plan, spec: JobSpec) -> Any:
     # Imported on demand: only ?detail=1 pays for it, and a build without it still answers /health.
     if importlib.util.find_spec("pgkeeper.health") is None:
         raise HealthReportUnavailableError("this build has no detailed health report")
-    from .health import build_report
+    from ..health import build_report
 
     db = Database.from_settings(plan.database, spec.name)
     try:
@@ -257,7 +257,7 @@ def _session(plan: Plan, spec: JobSpec) -> UrlSession:
 
 def _replay_store(plan: Plan, spec: JobSpec) -> ReplayStore:
     if plan.signing.replay_store == "redis":
-        from .cache.connect import open_client, resolve_target
+        from ..cache.connect import open_client, resolve_target
 
         target = resolve_target(plan.cache)  # ConfigError naming what to set when there is no cache
         key = ("redis", target.url, "")

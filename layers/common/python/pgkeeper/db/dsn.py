@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .errors import ConfigError
-from .plan.database import DatabaseSettings
-from .secrets import get_secret, secret_object
+from ..errors import ConfigError
+from ..plan.database import DatabaseSettings
+from ..secrets import get_secret, secret_object
 
 _NEON_POOLER = re.compile(r"^(ep-[a-z0-9-]+?)-pooler(\..+)$")
 

@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .errors import ConfigError
-from .log import logger
+from ..errors import ConfigError
+from ..log import logger
 
 _SCHEMA_LOCK_KEY = "pgkeeper:schema"
 _ensured: set[str] = set()

@@ -15,12 +15,12 @@ from pydantic import Field
 
 from ..errors import EventError
 from ..idents import display
+from ..jobs import JobContext, JobSpec, Options, Report
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import SqlName, column_ident, split_name
-from ..vacuum import backlog, reindex, runner
-from ..vacuum.selection import select
-from . import JobContext, JobSpec, Options, Report
+from . import backlog, reindex, worker
+from .selection import select
 
 
 class VacuumOptions(Options):
@@ -66,10 +66,10 @@ def run(ctx: JobContext) -> Report:
 
     targets = selection.targets
     if opts.dry_run:
-        outcome = runner.Outcome(items=[runner.item_for(t) for t in targets])
+        outcome = worker.Outcome(items=[worker.item_for(t) for t in targets])
     else:
         backlog.enqueue(main, ctx.run_id, targets)
-        outcome = runner.process(ctx.db, main, ctx.budget, plan, targets)
+        outcome = worker.process(ctx.db, main, ctx.budget, plan, targets)
 
     do_reindex = plan.reindex_invalid if opts.reindex_invalid is None else opts.reindex_invalid
     indexes: list[dict[str, Any]] = []
@@ -82,7 +82,7 @@ def run(ctx: JobContext) -> Report:
     return _report(opts, selection, outcome, indexes, attempts={display(*k): e.attempts for k, e in entries.items()})
 
 
-def _report(opts: VacuumOptions, selection: Any, outcome: runner.Outcome, indexes: list[dict[str, Any]],
+def _report(opts: VacuumOptions, selection: Any, outcome: worker.Outcome, indexes: list[dict[str, Any]],
             attempts: dict[str, int]) -> Report:
     for item in outcome.items:
         if item["carried_over"]:

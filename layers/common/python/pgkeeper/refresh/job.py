@@ -26,15 +26,15 @@ from pydantic import Field, model_validator
 from .. import cache
 from ..errors import EventError, PgkeeperError, first_line
 from ..idents import QualifiedName, display, qualify
+from ..jobs import JobContext, JobSpec, Options
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
 from ..plan.base import SqlName
-from ..refresh.catalog import Catalog, Relation, concurrent_keys, key_has_nulls, relkind, schema_exists
-from ..refresh.definitions import Definition, DefinitionError, load_definition
-from ..refresh.drift import ScratchUnavailable, compare, try_definition
-from ..refresh.repair import RepairPlan, RepairStepError, plan_repair, repair
-from ..refresh.session import DeadlineReached, Session
-from . import JobContext, JobSpec, Options
+from .catalog import Catalog, Relation, concurrent_keys, key_has_nulls, relkind, schema_exists
+from .definitions import Definition, DefinitionError, load_definition
+from .drift import ScratchUnavailable, compare, try_definition
+from .repair import RepairPlan, RepairStepError, plan_repair, repair
+from .session import DeadlineReached, Session
 
 MIN_START_S = 1.0
 """Don't start another view with less than this left (the run still has to be recorded)."""

@@ -23,22 +23,22 @@ import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import Field
 
-from ..backup import manifest as mf
-from ..backup import pgtools
-from ..backup.errors import BackupError, VerificationError
-from ..backup.pipeline import MultipartUpload, Progress, dump_to_s3
-from ..backup.restore import dbname
-from ..backup.retention import decide
-from ..backup.snapshot import Snapshot, select_tables
-from ..backup.store import BackupStore, DeferredClient, database_folder, s3_client
-from ..backup.verify import verify_backup
-from ..dsn import session_conninfo
+from ..db.dsn import session_conninfo
 from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
+from ..jobs import JobContext, JobSpec, Options
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import split_name
-from . import JobContext, JobSpec, Options
+from . import manifest as mf
+from . import pgtools
+from .errors import BackupError, VerificationError
+from .pipeline import MultipartUpload, Progress, dump_to_s3
+from .restore import dbname
+from .retention import decide
+from .snapshot import Snapshot, select_tables
+from .store import BackupStore, DeferredClient, database_folder, s3_client
+from .verify import verify_backup
 
 ORPHAN_AGE = timedelta(hours=24)
 """A dump without a manifest this old is a leftover of a run that died after its upload."""

@@ -13,10 +13,10 @@ from typing import TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from ..errors import ConfigError, DatabaseUnavailableError, first_line
+from ..log import logger
+from ..plan.database import DatabaseSettings
 from .dsn import redact, resolve_url, session_conninfo
-from .errors import ConfigError, DatabaseUnavailableError, first_line
-from .log import logger
-from .plan.database import DatabaseSettings
 
 T = TypeVar("T")
 

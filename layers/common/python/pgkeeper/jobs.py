@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel, ConfigDict
 
-from ..budget import Budget
-from ..db import Database
-from ..plan import Plan
+from .budget import Budget
+from .db import Database
+from .plan import Plan
 
 
 class Options(BaseModel):
@@ -58,5 +58,5 @@ def all_jobs() -> dict[str, JobSpec]:
 
     specs = {}
     for name in ("refresh", "cleanup", "vacuum", "backup"):
-        specs[name] = import_module(f"pgkeeper.jobs.{name}").JOB
+        specs[name] = import_module(f"pgkeeper.{name}.job").JOB
     return specs
