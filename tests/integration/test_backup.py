@@ -697,3 +697,39 @@ def test_a_redelivered_async_event_for_a_succeeded_backup_uploads_nothing(seeded
     again = runner.execute(JOB, request)
     assert first["status"] == "succeeded" and again["report"]["duplicate"] is True
     assert _bucket_keys(s3) == keys and len(keys) == 2  # the dump and its manifest, once
+
+
+def test_every_pgkeeper_backend_terminated_mid_backup_gives_a_failed_run_naming_pg_dumps_error(big, plan, s3, pg,
+                                                                                               db_url):
+    """An operator's pg_terminate_backend on everything pgkeeper holds: the run still ends `failed`
+    (written on a new session), with pg_dump's own error first, and nothing is left in the bucket."""
+    import threading
+    import time
+
+    killed: list[int] = []
+
+    def terminate_all_once_pg_dump_copies() -> None:
+        with psycopg.connect(db_url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not killed:
+                rows = watcher.execute(
+                    "SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name LIKE 'pgkeeper/%%' "
+                    "AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgkeeper/backup/pg_dump' "
+                    "AND query LIKE 'COPY%%' AND datname = current_database())").fetchall()
+                killed.extend(pid for _, pid in rows)
+                time.sleep(0.005)
+
+    watcher = threading.Thread(target=terminate_all_once_pg_dump_copies)
+    watcher.start()
+    try:
+        with pytest.raises(BackupError) as err:
+            _run()
+    finally:
+        watcher.join()
+    assert len(killed) >= 3  # the main session, the snapshot's and pg_dump's
+    assert "pg_dump" in str(err.value)
+    [(status, error)] = pg.execute("SELECT status, error FROM pgkeeper.runs").fetchall()
+    assert status == "failed"
+    assert error.startswith("BackupError: pg_dump failed"), error  # not the snapshot's AdminShutdown
+    assert _bucket_keys(s3) == [] and _multipart_uploads(s3) == []

@@ -359,3 +359,44 @@ def test_toast_freeze_max_age_counts_in_the_selection_and_the_health_report_alik
     oldest = chk["items"][0]
     assert (oldest["object"], oldest["freeze_max_age"], oldest["severity"]) == ("public.toast_limit", 100_000, "info")
     assert oldest["freeze_fraction"] >= 0.6
+
+
+def test_the_main_session_killed_during_a_long_vacuum_still_ends_succeeded(pg, db_url, plan):
+    """A pooler's idle timeout or an operator can end the job's idle main session while a VACUUM runs:
+    the finished vacuum is recorded done (not failed, not carried over) and the run succeeded."""
+    import threading
+
+    make_table(pg, "slow")
+    dead = dirty(db_url, "slow")
+    wait_dead(pg, "slow", dead)
+    # A cost-based delay on every new session of this database makes the VACUUM itself take a while.
+    dbname = pg.info.dbname
+    pg.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_delay = '2ms'").format(sql.Identifier(dbname)))
+    pg.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_limit = 1").format(sql.Identifier(dbname)))
+    killed: list[int] = []
+
+    def kill_main_once_vacuum_runs() -> None:
+        with psycopg.connect(db_url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not killed:
+                row = watcher.execute(
+                    "SELECT (SELECT pid FROM pg_stat_activity WHERE application_name = 'pgkeeper/vacuum' "
+                    "AND datname = current_database()) FROM pg_stat_activity WHERE query LIKE 'VACUUM%%slow%%' "
+                    "AND state = 'active' AND datname = current_database()").fetchone()
+                if row and row[0]:
+                    watcher.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+                    killed.append(row[0])
+                time.sleep(0.005)
+
+    watcher = threading.Thread(target=kill_main_once_vacuum_runs)
+    watcher.start()
+    try:
+        result = run({"tables": ["slow"]})
+    finally:
+        watcher.join()
+    assert killed, "the main session was never seen idle during the VACUUM"
+    assert result["status"] == "succeeded", result
+    assert by_table(result)["public.slow"]["outcome"] == "vacuumed"
+    assert stats(pg, "slow")["n_dead_tup"] == 0
+    assert pg.execute("SELECT status FROM pgkeeper.runs").fetchall() == [("succeeded",)]
+    assert pg.execute("SELECT count(*) FROM pgkeeper.vacuum_backlog").fetchone()[0] == 0

@@ -15,6 +15,8 @@ import psycopg
 from psycopg import sql
 
 from ..db import Database
+from ..errors import first_line
+from ..log import logger
 from ..plan.backup import BackupPlan
 from ..plan.base import split_name
 from .pgtools import fetch_server_version_num
@@ -123,13 +125,20 @@ class Snapshot:
         self.started_at = time.time()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.rollback()
-            finally:
-                self.conn.close()
-                self.conn = None
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.rollback()
+        except psycopg.Error as exc:
+            # The session was ended under us (an operator, a failover): when the dump already failed,
+            # that failure is the cause to report, not the snapshot's AdminShutdown on the way out.
+            if exc_type is None:
+                raise
+            logger.warning("the snapshot's session was already gone", extra={"error": first_line(exc)})
+        finally:
+            self.conn.close()
+            self.conn = None
 
     def count_rows(self, tables: list[tuple[str, str]]) -> list[TableCount]:
         """Exact counts, one `count(*)` per table, all in the exported snapshot."""

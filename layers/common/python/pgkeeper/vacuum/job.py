@@ -69,16 +69,18 @@ def run(ctx: JobContext) -> Report:
         outcome = worker.Outcome(items=[worker.item_for(t) for t in targets])
     else:
         backlog.enqueue(main, ctx.run_id, targets)
-        outcome = worker.process(ctx.db, main, ctx.budget, plan, targets)
+        outcome = worker.process(ctx.db, ctx.budget, plan, targets)
 
     do_reindex = plan.reindex_invalid if opts.reindex_invalid is None else opts.reindex_invalid
     indexes: list[dict[str, Any]] = []
     if opts.mode == "vacuum" and do_reindex:
         if outcome.stopped is None:
-            indexes = reindex.rebuild_invalid(ctx.db, main, ctx.budget, plan, dry_run=opts.dry_run)
+            # After a long pass the idle main session may be gone: on_main carries on with a fresh one.
+            indexes = ctx.db.on_main(lambda c: reindex.rebuild_invalid(ctx.db, c, ctx.budget, plan,
+                                                                       dry_run=opts.dry_run))
         else:
             indexes = [{"index": display(i["schema"], i["index"]), "outcome": "left", "why": outcome.stopped}
-                       for i in reindex.invalid_indexes(main, plan)]
+                       for i in ctx.db.on_main(lambda c: reindex.invalid_indexes(c, plan))]
     return _report(opts, selection, outcome, indexes, attempts={display(*k): e.attempts for k, e in entries.items()})
 
 

@@ -76,9 +76,13 @@ def item_for(target: Target) -> dict[str, Any]:
     }
 
 
-def process(db: Database, main: psycopg.Connection, budget: Budget, plan: VacuumPlan,
-            targets: list[Target]) -> Outcome:
-    """Work through `targets` in order until done or out of time; every table ends with an outcome."""
+def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[Target]) -> Outcome:
+    """Work through `targets` in order until done or out of time; every table ends with an outcome.
+
+    The bookkeeping after each table (its statistics, the backlog) is written on the work connection,
+    which has just proven alive, never on the job's idle main session: that one may have been dropped
+    during a long VACUUM (a pooler's idle timeout, an operator), and a finished VACUUM must be recorded.
+    """
     out = Outcome()
     if not targets:
         return out
@@ -94,16 +98,16 @@ def process(db: Database, main: psycopg.Connection, budget: Budget, plan: Vacuum
                 out.stopped = (f"deadline: less than {plan.min_seconds_per_table:g}s of the run's time left "
                                "to start another table")
             if out.stopped is not None:
-                _left(main, target, item, out.stopped)
+                _left(work, target, item, out.stopped)
                 continue
-            _one(work, main, budget, target, item, notices, out)
+            _one(work, budget, target, item, notices, out)
     finally:
         work.close()
     return out
 
 
-def _one(work: psycopg.Connection, main: psycopg.Connection, budget: Budget, target: Target,
-         item: dict[str, Any], notices: list[tuple[str | None, str | None]], out: Outcome) -> None:
+def _one(work: psycopg.Connection, budget: Budget, target: Target, item: dict[str, Any],
+         notices: list[tuple[str | None, str | None]], out: Outcome) -> None:
     timeout_ms = max(1, budget.remaining_ms())
     work.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", [str(timeout_ms)])
     notices.clear()
@@ -115,28 +119,28 @@ def _one(work: psycopg.Connection, main: psycopg.Connection, budget: Budget, tar
         item["duration_s"] = round(time.monotonic() - started, 3)
         out.stopped = (f"deadline: {target.display} did not finish within the {timeout_ms / 1000:.1f}s left "
                        "(statement_timeout)")
-        _left(main, target, item, out.stopped + "; it goes first next run")
+        _left(work, target, item, out.stopped + "; it goes first next run")
         logger.warning(f"{target.action} of {target.display} cancelled", extra={"after_s": item["duration_s"]})
         return
     except psycopg.errors.UndefinedTable:
         item.update(outcome="gone", why="the table was dropped after it was selected")
-        backlog.done(main, target, "freeze")
+        backlog.done(work, target, "freeze")
         return
     except psycopg.errors.LockNotAvailable as exc:
-        _skipped(main, target, item, f"lock not available ({exc.diag.message_primary})")
+        _skipped(work, target, item, f"lock not available ({exc.diag.message_primary})")
         return
     item["duration_s"] = round(time.monotonic() - started, 3)
     if any(sqlstate == LOCK_NOT_AVAILABLE for sqlstate, _ in notices):
-        _skipped(main, target, item, "locked by another session: " + _holders(main, target.oid))
+        _skipped(work, target, item, "locked by another session: " + _holders(work, target.oid))
         return
-    after = table_stats(main, target.oid)
+    after = table_stats(work, target.oid)
     item.update(
         outcome=DONE[target.action],
         dead_tuples_after=after.get("n_dead_tup"),
         xid_age_after=after.get("xid_age"),
         mxid_age_after=after.get("mxid_age"),
     )
-    backlog.done(main, target, target.action)
+    backlog.done(work, target, target.action)
     logger.info(
         f"{item['outcome']} {target.display} in {item['duration_s']}s",
         extra={"dead_tuples": [item["dead_tuples_before"], item["dead_tuples_after"]],
@@ -144,19 +148,19 @@ def _one(work: psycopg.Connection, main: psycopg.Connection, budget: Budget, tar
     )
 
 
-def _skipped(main: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:
+def _skipped(conn: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:
     item.update(outcome="skipped", why=why + "; it goes first next run")
-    backlog.left(main, target, why)
+    backlog.left(conn, target, why)
     logger.warning(f"skipped {target.display}: {why}")
 
 
-def _left(main: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:
+def _left(conn: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:
     item.update(outcome="left", why=why)
-    backlog.left(main, target, why)
+    backlog.left(conn, target, why)
 
 
-def _holders(main: psycopg.Connection, oid: int) -> str:
-    rows = main.execute(_HOLDERS_SQL, [oid]).fetchall()
+def _holders(conn: psycopg.Connection, oid: int) -> str:
+    rows = conn.execute(_HOLDERS_SQL, [oid]).fetchall()
     if not rows:
         return "the lock was released right after"
     return ", ".join(f"pid {pid} ({app or 'no application_name'}, {state or 'state hidden'}) holds {mode}"
