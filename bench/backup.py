@@ -142,9 +142,9 @@ import json, resource, sys, time
 from pgkeeper import runner
 from pgkeeper.backup.job import JOB
 from pgkeeper.local.context import LocalContext
-from pgkeeper.triggers import JobRequest
+from pgkeeper.events import JobEvent
 t0 = time.monotonic()
-r = runner.execute(JOB, JobRequest(job="backup", options={}), LocalContext(900))
+r = runner.execute(JOB, JobEvent(job="backup", options={}), LocalContext(900))
 wall = time.monotonic() - t0
 me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("BENCH " + json.dumps({"wall": wall, "maxrss_mb": me, "report": r["report"]}))

@@ -150,14 +150,14 @@ def baseline(url: str, jit: bool) -> dict:
 def pgkeeper_run(url: str, options: dict | None = None) -> dict:
     from pgkeeper import runner
     from pgkeeper.cleanup.job import JOB
+    from pgkeeper.events import JobEvent
     from pgkeeper.local.context import LocalContext
-    from pgkeeper.triggers import JobRequest
 
     os.environ["DATABASE_URL"] = url
     t = time.perf_counter()
     # The job's logs and metrics go to stdout in Lambda; here stdout is the bench's summary.
     with contextlib.redirect_stdout(sys.stderr):
-        result = runner.execute(JOB, JobRequest(job="cleanup", options=options or {}), LocalContext(900))
+        result = runner.execute(JOB, JobEvent(job="cleanup", options=options or {}), LocalContext(900))
     wall = time.perf_counter() - t
     target = result["report"]["targets"][0]
     analyze_s = (target.get("analyze_ms") or 0) / 1000

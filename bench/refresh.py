@@ -112,10 +112,10 @@ def main(quick: bool) -> dict:
     rows = 200_000 if quick else 1_000_000
     rounds = 1 if quick else 2
     from pgkeeper import runner
+    from pgkeeper.events import JobEvent
     from pgkeeper.local.context import LocalContext
     from pgkeeper.log import logger
     from pgkeeper.refresh.job import JOB
-    from pgkeeper.triggers import JobRequest
 
     logger.setLevel("WARNING")  # the job's INFO lines would drown the summary on stdout
     with scratch_database("pgk_bench_refresh") as url, tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +130,7 @@ def main(quick: bool) -> dict:
                         "      definition: mv_orders.sql\n      concurrently: true\n")
 
         def by_pgkeeper() -> dict:
-            result = runner.execute(JOB, JobRequest(job="refresh"), LocalContext(900))
+            result = runner.execute(JOB, JobEvent(job="refresh"), LocalContext(900))
             [view] = result["report"]["views"]
             assert view["outcome"] == "refreshed" and view["mode"] == "concurrent", view
             return view

@@ -29,8 +29,8 @@ from pgkeeper.cli import main as cli
 from pgkeeper.config import get_plan
 from pgkeeper.db import Database
 from pgkeeper.errors import ConfigError
+from pgkeeper.events import JobEvent
 from pgkeeper.jobs import JobContext
-from pgkeeper.triggers import JobRequest
 
 BUCKET = "pgk-backups"
 
@@ -106,7 +106,7 @@ def plan(write_plan, s3, monkeypatch):
 
 
 def _run(options: dict | None = None, context=None) -> dict:
-    return runner.execute(JOB, JobRequest(job="backup", options=options or {}, trigger="invoke"), context)
+    return runner.execute(JOB, JobEvent(job="backup", options=options or {}, trigger="invoke"), context)
 
 
 def _ctx(url: str, *, on_part=None, **options) -> JobContext:
@@ -691,7 +691,7 @@ def test_a_redelivered_async_event_for_a_succeeded_backup_uploads_nothing(seeded
     from pgkeeper.db import runs
 
     run_id = runs.new_run_id()
-    request = JobRequest(job="backup", trigger="async", run_id=run_id)
+    request = JobEvent(job="backup", trigger="async", run_id=run_id)
     first = runner.execute(JOB, request)
     keys = _bucket_keys(s3)
     again = runner.execute(JOB, request)

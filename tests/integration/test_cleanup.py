@@ -17,8 +17,8 @@ from pgkeeper.budget import Budget
 from pgkeeper.cleanup.job import JOB
 from pgkeeper.db import locks
 from pgkeeper.errors import EventError, JobFailedError
+from pgkeeper.events import JobEvent
 from pgkeeper.handler import handle
-from pgkeeper.triggers import JobRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ FROM generate_series(1, 90) g;
 
 
 def cleanup(lambda_context, timeout_s: float = 60, budget: Budget | None = None, **options) -> dict:
-    return runner.execute(JOB, JobRequest(job="cleanup", options=options), lambda_context(timeout_s=timeout_s),
+    return runner.execute(JOB, JobEvent(job="cleanup", options=options), lambda_context(timeout_s=timeout_s),
                           budget=budget)
 
 

@@ -14,11 +14,11 @@ from pgkeeper.budget import Budget
 from pgkeeper.cleanup.job import JOB
 from pgkeeper.cleanup.tables import choose_method
 from pgkeeper.errors import JobFailedError
-from pgkeeper.triggers import JobRequest
+from pgkeeper.events import JobEvent
 
 
 def cleanup(lambda_context, budget: Budget | None = None, **options) -> dict:
-    return runner.execute(JOB, JobRequest(job="cleanup", options=options), lambda_context(timeout_s=60),
+    return runner.execute(JOB, JobEvent(job="cleanup", options=options), lambda_context(timeout_s=60),
                           budget=budget)
 
 

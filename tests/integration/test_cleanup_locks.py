@@ -15,7 +15,7 @@ import pytest
 
 from pgkeeper import runner
 from pgkeeper.cleanup.job import JOB
-from pgkeeper.triggers import JobRequest
+from pgkeeper.events import JobEvent
 
 SESSIONS = """
 CREATE TABLE sessions (id int PRIMARY KEY, user_id int NOT NULL, expires_at timestamptz NOT NULL);
@@ -27,7 +27,7 @@ CREATE TABLE devices (id int PRIMARY KEY, session_id int REFERENCES sessions(id)
 
 
 def cleanup(lambda_context, **options) -> dict:
-    return runner.execute(JOB, JobRequest(job="cleanup", options=options), lambda_context(timeout_s=60))
+    return runner.execute(JOB, JobEvent(job="cleanup", options=options), lambda_context(timeout_s=60))
 
 
 def plan(**settings) -> dict:

@@ -13,8 +13,8 @@ import pytest
 from pgkeeper import runner
 from pgkeeper.cleanup.job import JOB, check
 from pgkeeper.errors import JobFailedError, PlanError
+from pgkeeper.events import JobEvent
 from pgkeeper.plan import load_plan
-from pgkeeper.triggers import JobRequest
 
 TABLES = """
 CREATE TABLE sessions (id int PRIMARY KEY, user_id int, kind text, expires_at timestamptz NOT NULL);
@@ -28,7 +28,7 @@ INSERT INTO refresh_tokens SELECT g, now() + interval '1 hour', false FROM gener
 
 
 def cleanup(lambda_context, **options) -> dict:
-    return runner.execute(JOB, JobRequest(job="cleanup", options=options), lambda_context(timeout_s=60))
+    return runner.execute(JOB, JobEvent(job="cleanup", options=options), lambda_context(timeout_s=60))
 
 
 def failing(lambda_context, **options) -> dict:

@@ -19,15 +19,15 @@ import pytest
 from pgkeeper import runner
 from pgkeeper.db import locks
 from pgkeeper.errors import EventError, JobFailedError
+from pgkeeper.events import JobEvent
 from pgkeeper.plan import load_plan
 from pgkeeper.refresh.job import JOB, check
-from pgkeeper.triggers import JobRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def refresh(lambda_context, timeout_s: float = 60, **options) -> dict:
-    return runner.execute(JOB, JobRequest(job="refresh", options=options), lambda_context(timeout_s=timeout_s))
+    return runner.execute(JOB, JobEvent(job="refresh", options=options), lambda_context(timeout_s=timeout_s))
 
 
 def refresh_failing(lambda_context, **options) -> dict:
@@ -269,7 +269,7 @@ def test_refresh_stops_at_the_deadline_and_reports_what_was_not_done(use_db, pg,
     pg.execute("INSERT INTO items VALUES (2001, 1)")
     context = lambda_context(timeout_s=3)
 
-    result = runner.execute(JOB, JobRequest(job="refresh"), context)
+    result = runner.execute(JOB, JobEvent(job="refresh"), context)
 
     assert context.get_remaining_time_in_millis() > 0, "returned before the Lambda deadline"
     report = result["report"]
@@ -299,6 +299,10 @@ def test_views_option_refreshes_only_the_named_views(use_db, pg, write_plan, lam
     ({"views": ["mv_a", "mv_nope", '"Mv_A"']}, "not in the plan's refresh.views: mv_nope, \"Mv_A\""),
     ({"veiws": ["mv_a"]}, "veiws: unknown key"),
     ({"repair": "yes please"}, "repair: Input should be a valid boolean"),
+    ({"repair": "no"}, "repair: Input should be a valid boolean"),  # strict: no "no" -> False coercion
+    ({"dry_run": 1}, "dry_run: Input should be a valid boolean"),
+    ({"dry_run": "yes"}, "dry_run: Input should be a valid boolean"),
+    ({"views": "mv_a"}, "views: Input should be a valid list"),
     ({"views": ["bad name!"]}, "views[0]: not a valid SQL name"),
     ({"clear_cache": True, "repair": True}, "clear_cache runs alone"),
 ])

@@ -10,8 +10,8 @@ import pytest
 from pgkeeper import runner
 from pgkeeper.db import locks
 from pgkeeper.errors import ConfigError, DatabaseUnavailableError, EventError, JobFailedError
+from pgkeeper.events import JobEvent
 from pgkeeper.jobs import JobContext, JobSpec, Options
-from pgkeeper.triggers import JobRequest
 
 
 class ProbeOptions(Options):
@@ -57,7 +57,7 @@ def _runs(pg: psycopg.Connection) -> list[tuple]:
 
 
 def test_a_run_is_recorded_with_its_report(env, pg, lambda_context):
-    result = runner.execute(PROBE, JobRequest(job="probe", trigger="schedule"), lambda_context())
+    result = runner.execute(PROBE, JobEvent(job="probe", trigger="schedule"), lambda_context())
     assert result["status"] == "succeeded"
     [(job, trigger, status, report, error)] = _runs(pg)
     assert (job, trigger, status, error) == ("probe", "schedule", "succeeded", None)
@@ -68,7 +68,7 @@ def test_a_run_is_recorded_with_its_report(env, pg, lambda_context):
 def test_second_concurrent_run_is_skipped_and_does_nothing(env, pg, lambda_context):
     with psycopg.connect(env, autocommit=True) as holder:
         assert locks.try_lock(holder, "probe")
-        result = runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+        result = runner.execute(PROBE, JobEvent(job="probe"), lambda_context())
     assert result["status"] == "skipped"
     assert "holds the lock" in result["report"]["reason"]
     assert [r[2] for r in _runs(pg)] == ["skipped"]
@@ -76,28 +76,28 @@ def test_second_concurrent_run_is_skipped_and_does_nothing(env, pg, lambda_conte
 
 
 def test_lock_is_released_after_a_run(env, pg, lambda_context):
-    runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    runner.execute(PROBE, JobEvent(job="probe"), lambda_context())
     with psycopg.connect(env, autocommit=True) as other:
         assert locks.try_lock(other, "probe")
 
 
 def test_a_failed_job_is_recorded_then_raised(env, pg, lambda_context):
     with pytest.raises(JobFailedError) as err:
-        runner.execute(PROBE, JobRequest(job="probe", options={"fail": True}), lambda_context())
+        runner.execute(PROBE, JobEvent(job="probe", options={"fail": True}), lambda_context())
     assert "probe failed on purpose" in str(err.value)
     assert [r[2] for r in _runs(pg)] == ["failed"]
 
 
 def test_a_crashing_job_is_recorded_with_its_error_then_raised(env, pg, lambda_context):
     with pytest.raises(JobFailedError):
-        runner.execute(PROBE, JobRequest(job="probe", options={"crash": True}), lambda_context())
+        runner.execute(PROBE, JobEvent(job="probe", options={"crash": True}), lambda_context())
     [(_, _, status, _, error)] = _runs(pg)
     assert status == "failed" and "RuntimeError: boom" in error
 
 
 def test_unknown_options_are_refused_before_anything_runs(env, pg, lambda_context):
     with pytest.raises(EventError) as err:
-        runner.execute(PROBE, JobRequest(job="probe", options={"dryrun": True}), lambda_context())
+        runner.execute(PROBE, JobEvent(job="probe", options={"dryrun": True}), lambda_context())
     assert "dryrun" in str(err.value) and "unknown key" in str(err.value)
     assert pg.execute("SELECT to_regclass('pgkeeper.runs')").fetchone()[0] is None
 
@@ -106,7 +106,7 @@ def test_unreachable_database_is_one_clear_error(write_plan, monkeypatch, lambda
     write_plan({"version": 1, "database": {"connect_timeout_s": 1, "connect_retries": 0}})
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody:secretpw@127.0.0.1:1/none")
     with pytest.raises(DatabaseUnavailableError) as err:
-        runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+        runner.execute(PROBE, JobEvent(job="probe"), lambda_context())
     assert "127.0.0.1:1/none" in str(err.value) and "secretpw" not in str(err.value)
 
 
@@ -125,7 +125,7 @@ def test_connections_carry_timeouts_and_application_name(env, write_plan, lambda
 
 def test_a_database_error_is_reported_by_its_primary_message_without_the_row_it_quotes(env, pg, lambda_context):
     with pytest.raises(JobFailedError) as err:
-        runner.execute(PROBE, JobRequest(job="probe", options={"duplicate": True}), lambda_context())
+        runner.execute(PROBE, JobEvent(job="probe", options={"duplicate": True}), lambda_context())
     assert "duplicate key value violates unique constraint" in str(err.value)
     [(_, _, status, _, error)] = _runs(pg)
     assert status == "failed" and "UniqueViolation: duplicate key value" in error
@@ -135,13 +135,13 @@ def test_a_database_error_is_reported_by_its_primary_message_without_the_row_it_
 def test_a_job_returning_an_unknown_status_is_recorded_as_failed_with_its_report(env, pg, lambda_context):
     for status in ("weird", "skipped"):
         with pytest.raises(JobFailedError) as err:
-            runner.execute(PROBE, JobRequest(job="probe", options={"status": status}), lambda_context())
+            runner.execute(PROBE, JobEvent(job="probe", options={"status": status}), lambda_context())
         assert f"unknown status {status!r}" in str(err.value)
     assert [(r[2], r[3]["status"]) for r in _runs(pg)] == [("failed", "weird"), ("failed", "skipped")]
 
 
 def test_a_run_whose_locking_session_dropped_is_still_recorded(env, pg, lambda_context):
-    result = runner.execute(PROBE, JobRequest(job="probe", options={"drop_main_session": True}), lambda_context())
+    result = runner.execute(PROBE, JobEvent(job="probe", options={"drop_main_session": True}), lambda_context())
     assert result["status"] == "succeeded"
     assert [r[2] for r in _runs(pg)] == ["succeeded"]
     with psycopg.connect(env, autocommit=True) as other:  # the lock went with the session
@@ -153,7 +153,7 @@ def test_an_unparsable_url_is_a_config_error_that_does_not_quote_the_password(wr
     write_plan({"version": 1})
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:p%zzsecretpw@127.0.0.1/app")
     with pytest.raises(ConfigError) as err:
-        runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+        runner.execute(PROBE, JobEvent(job="probe"), lambda_context())
     assert "cannot be parsed" in str(err.value)
     assert "secretpw" not in "".join(traceback.format_exception(err.value))
 
@@ -216,7 +216,7 @@ def test_a_rotated_database_secret_is_read_again_at_the_first_failed_connect(env
         assert conn.execute("SELECT current_user").fetchone()[0] == params.get("user", "postgres")
 
     # A run started now (the secret still cached as rotated) records its run: no stale URL anywhere.
-    result = runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    result = runner.execute(PROBE, JobEvent(job="probe"), lambda_context())
     assert result["status"] == "succeeded"
 
 
@@ -232,7 +232,7 @@ def test_a_secret_that_stays_wrong_is_one_clear_error_without_its_password(env, 
     monkeypatch.setenv("PGKEEPER_DATABASE_SECRET_ARN", arn)
     write_plan({"version": 1, "database": {"connect_timeout_s": 2, "connect_retries": 0}})
     with pytest.raises(DatabaseUnavailableError) as err:
-        runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+        runner.execute(PROBE, JobEvent(job="probe"), lambda_context())
     assert "pgk_no_such_role" in str(err.value) and ":pw@" not in str(err.value)
 
 
@@ -252,7 +252,7 @@ def test_a_run_still_running_after_its_invocation_ended_reads_failed_and_a_live_
     pg.execute("UPDATE pgkeeper.runs SET started_at = now() - interval '2 hours', deadline_at = NULL "
                "WHERE run_id = %s", [legacy])
 
-    runner.execute(PROBE, JobRequest(job="probe"), lambda_context())  # any run's start sweeps
+    runner.execute(PROBE, JobEvent(job="probe"), lambda_context())  # any run's start sweeps
     status = dict(pg.execute("SELECT run_id::text, status FROM pgkeeper.runs").fetchall())
     assert status[killed] == "failed" and status[live] == "running" and status[legacy] == "failed"
     assert "did not finish" in runs.get_run(pg, killed)["error"]
@@ -266,8 +266,8 @@ def test_a_redelivered_event_for_a_finished_run_does_nothing(env, pg, lambda_con
     from pgkeeper.db import runs
 
     run_id = runs.new_run_id()
-    first = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
-    again = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
+    first = runner.execute(PROBE, JobEvent(job="probe", trigger="async", run_id=run_id), lambda_context())
+    again = runner.execute(PROBE, JobEvent(job="probe", trigger="async", run_id=run_id), lambda_context())
     assert first["status"] == "succeeded"
     assert again["status"] == "succeeded" and again["report"]["duplicate"] is True
     assert pg.execute("SELECT count(*) FROM probe_marks").fetchone()[0] == 1
@@ -283,7 +283,7 @@ def test_a_duplicate_during_a_run_leaves_the_first_runs_row_running(env, pg, lam
     with psycopg.connect(env, autocommit=True) as first:  # the first delivery: lock held, row running
         assert locks.try_lock(first, "probe")
         assert runs.start(first, run_id, "probe", "async", None, {}, deadline_s=900) is None
-        dup = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
+        dup = runner.execute(PROBE, JobEvent(job="probe", trigger="async", run_id=run_id), lambda_context())
         assert dup["status"] == "running" and dup["report"]["duplicate"] is True
         assert [r[2] for r in _runs(pg)] == ["running"]
         # Even a duplicate that got past the check cannot overwrite the row: skipped only replaces queued.
@@ -297,15 +297,15 @@ def test_a_failed_run_retried_by_lambda_runs_again_under_the_same_id(env, pg, la
 
     run_id = runs.new_run_id()
     with pytest.raises(JobFailedError):
-        runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id, options={"crash": True}),
+        runner.execute(PROBE, JobEvent(job="probe", trigger="async", run_id=run_id, options={"crash": True}),
                        lambda_context())
-    result = runner.execute(PROBE, JobRequest(job="probe", trigger="async", run_id=run_id), lambda_context())
+    result = runner.execute(PROBE, JobEvent(job="probe", trigger="async", run_id=run_id), lambda_context())
     assert result["status"] == "succeeded"
     assert pg.execute("SELECT status, attempts, error FROM pgkeeper.runs").fetchall() == [("succeeded", 2, None)]
 
 
 def test_a_run_records_its_deadline_from_the_invocations_budget(env, pg, lambda_context):
-    runner.execute(PROBE, JobRequest(job="probe"), lambda_context(timeout_s=120))
+    runner.execute(PROBE, JobEvent(job="probe"), lambda_context(timeout_s=120))
     left = pg.execute("SELECT extract(epoch FROM deadline_at - started_at) FROM pgkeeper.runs").fetchone()[0]
     assert 100 < float(left) <= 121
 
@@ -322,7 +322,7 @@ def test_the_run_history_is_bounded_and_keeps_each_jobs_newest_of_every_status(e
                    [status, days])
     pg.execute("INSERT INTO pgkeeper.runs (run_id, job, trigger, status, started_at) "
                "VALUES (gen_random_uuid(), 'old', 'url', 'queued', now() - interval '40 days')")
-    runner.execute(PROBE, JobRequest(job="probe"), lambda_context())
+    runner.execute(PROBE, JobEvent(job="probe"), lambda_context())
     left = pg.execute("SELECT job, status, (now() - started_at) > interval '30 days' FROM pgkeeper.runs "
                       "WHERE job = 'old' ORDER BY started_at").fetchall()
     # The queued row, 40 days old, was swept to failed at the run's start and is now the newest failure

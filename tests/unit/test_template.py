@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pgkeeper.events import parse_event
 from pgkeeper.local.template import Template, load_template
-from pgkeeper.triggers import parse_event
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

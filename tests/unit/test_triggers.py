@@ -1,11 +1,11 @@
-"""Every trigger shape becomes one JobRequest; anything else is refused with what was expected."""
+"""Every trigger shape becomes one JobEvent; anything else is refused with what was expected."""
 
 from __future__ import annotations
 
 import pytest
 
 from pgkeeper.errors import EventError
-from pgkeeper.triggers import is_function_url_event, parse_event
+from pgkeeper.events import is_function_url_event, parse_event
 
 
 def test_scheduler_input_names_the_job_and_trigger():
@@ -20,8 +20,9 @@ def test_classic_scheduled_event_runs_the_functions_own_job():
 
 
 def test_direct_invoke_defaults_to_invoke_trigger_and_keeps_run_id():
-    req = parse_event({"job": "backup", "run_id": "r1", "trigger": "async"}, "backup")
-    assert (req.trigger, req.run_id) == ("async", "r1")
+    run_id = "3f2b8c1e-9d4a-4e6b-8a7c-1b2d3e4f5a6b"
+    req = parse_event({"job": "backup", "run_id": run_id, "trigger": "async"}, "backup")
+    assert (req.trigger, req.run_id) == ("async", run_id)
 
 
 def test_event_naming_another_job_is_refused():
@@ -33,7 +34,9 @@ def test_event_naming_another_job_is_refused():
 @pytest.mark.parametrize(
     "event",
     [[], "refresh", {"hello": 1}, {"job": "refresh", "optoins": {}}, {"job": "refresh", "options": [1]},
-     {"job": "refresh", "trigger": "cron"}],
+     {"job": "refresh", "trigger": "cron"}, {"job": "refresh", "run_id": "r1"},
+     {"job": "refresh", "run_id": "urn:uuid:3f2b8c1e-9d4a-4e6b-8a7c-1b2d3e4f5a6b"}, {"job": 7},
+     {"job": "refresh", "request_id": 5}],
 )
 def test_malformed_events_say_what_was_expected(event):
     with pytest.raises(EventError) as err:

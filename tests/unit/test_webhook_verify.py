@@ -10,8 +10,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from pgkeeper.errors import AuthError, ConfigError, EventError
+from pgkeeper.events import parse_body
 from pgkeeper.jobs import JobSpec, Options
-from pgkeeper.webhooks.routes import parse_job_body
 from pgkeeper.webhooks.secrets import ENV_SECRETS, SecretSource, parse_secrets
 from pgkeeper.webhooks.sign import job_body, new_secret, sign
 from pgkeeper.webhooks.verify import SignedRequest, Verifier
@@ -186,13 +186,18 @@ SPEC = JobSpec(name="refresh", options=Options, run=lambda ctx: {"status": "succ
     ('{"job": "cleanup", "job": "refresh"}', "bad_body"),
     ('{"job": "refresh", "async": "yes"}', "bad_body"),
     ('{"job": "refresh", "options": []}', "bad_body"),
+    ('{"job": "refresh", "async": 1}', "bad_body"),
+    ('{"job": "refresh", "options": ' + "[" * 1000 + "]" * 1000 + "}", "bad_body"),
+    ("[" * 50000 + "]" * 50000, "bad_body"),
 ])
 def test_job_bodies_that_do_not_name_exactly_one_action_are_400s(body: str, reason: str) -> None:
     with pytest.raises(EventError) as info:
-        parse_job_body(body, SPEC)
+        parse_body(body, SPEC.name)
     assert info.value.reason == reason and info.value.status == 400
 
 
 def test_job_body_yields_options_and_async_flag() -> None:
-    assert parse_job_body(job_body("refresh", {"dry_run": True}, True), SPEC) == ({"dry_run": True}, True)
-    assert parse_job_body('{"job": "refresh"}', SPEC) == ({}, None)
+    event = parse_body(job_body("refresh", {"dry_run": True}, True), SPEC.name)
+    assert (event.options, event.run_async) == ({"dry_run": True}, True)
+    event = parse_body('{"job": "refresh"}', SPEC.name)
+    assert (event.options, event.run_async) == ({}, None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import runner
+from .events import is_function_url_event, parse_event
 from .jobs import JobSpec
-from .triggers import is_function_url_event, parse_event
 
 
 def handle(spec: JobSpec, event: Any, context: Any) -> dict:

@@ -15,9 +15,10 @@ from .plan import Plan
 
 
 class Options(BaseModel):
-    """Base of every job's options: unknown keys are errors, not ignored."""
+    """Base of every job's options: unknown keys are errors, not ignored, and nothing is coerced
+    (`"dry_run": "yes"` or `1` is a 400, never a dry run or a real one by accident)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dry_run: bool = False
 

@@ -16,10 +16,10 @@ from .budget import Budget
 from .config import get_plan
 from .db import Database, locks, runs
 from .errors import EventError, JobFailedError, PgkeeperError, first_line
+from .events import JobEvent
 from .jobs import JobContext, JobSpec
 from .log import logger, metrics
 from .plan import Plan, format_errors
-from .triggers import JobRequest
 
 # The statuses a job may report, each with its metric; `skipped` is the runner's alone (lock held).
 _OUTCOME_METRICS = {"succeeded": "JobSucceeded", "partial": "JobPartial", "failed": "JobFailed"}
@@ -39,7 +39,7 @@ def preflight(spec: JobSpec, plan: Plan, options: Any, conn: psycopg.Connection)
         spec.preflight(plan, options, conn)
 
 
-def execute(spec: JobSpec, request: JobRequest, context: Any = None, *, budget: Budget | None = None) -> dict:
+def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Budget | None = None) -> dict:
     """Run `spec` for `request`; returns {run_id, job, status, report} or raises.
 
     preflight -> lock -> run record (a conditional transition) -> job -> outcome -> metrics.

@@ -29,18 +29,17 @@ from ..config import get_plan
 from ..db import Database, runs
 from ..errors import (
     DatabaseUnavailableError,
-    EventError,
     HealthReportUnavailableError,
     MethodNotAllowedError,
     NotFoundError,
     PgkeeperError,
     ReplayError,
 )
+from ..events import JobEvent, parse_body
 from ..jobs import JobSpec
 from ..log import logger
 from ..plan import Plan
 from ..plan.signing import SigningPlan
-from ..triggers import JobRequest
 from .dispatch import get_invoker, self_function_name, set_invoker
 from .errors import error_response, status_and_body
 from .replay import PostgresReplayStore, RedisReplayStore, ReplayStore, ttl_for
@@ -49,7 +48,6 @@ from .session import UrlSession
 from .verify import SignedRequest, Verified, Verifier
 
 ALLOW_BEARER_ENV = "PGKEEPER_ALLOW_BEARER"
-BODY_KEYS = {"job", "options", "async"}
 ROUTES = ("POST /", "GET /runs/{run_id}", "GET /health")
 
 # debug=False whatever POWERTOOLS_DEV says: in debug mode Powertools answers an unexpected error with its traceback.
@@ -91,13 +89,12 @@ def handle(spec: JobSpec, event: Any, context: Any) -> dict:
 def run_job() -> Response:
     spec: JobSpec = app.context["spec"]
     verified: Verified = app.context["verified"]
-    options, run_async = parse_job_body(verified.body, spec)
     # The webhook-id names the request in the run history (bearer requests have none: Lambda's id).
     request_id = verified.webhook_id or getattr(app.context["lambda_context"], "aws_request_id", None)
-    if spec.long_running if run_async is None else run_async:  # the caller's "async" wins either way
-        return _start_async(spec, options, request_id)
-    request = JobRequest(job=spec.name, options=options, trigger="url", request_id=request_id)
-    result = runner.execute(spec, request, app.context["lambda_context"])
+    event = parse_body(verified.body, spec.name, request_id)
+    if spec.long_running if event.run_async is None else event.run_async:  # the caller's "async" wins either way
+        return _start_async(spec, event)
+    result = runner.execute(spec, event, app.context["lambda_context"])
     return _json(200, result)
 
 
@@ -151,53 +148,16 @@ def _not_found(_exc: Exception) -> Response:
 # ------------------------------------------------------------------------------------ the pieces
 
 
-def parse_job_body(text: str, spec: JobSpec) -> tuple[dict[str, Any], bool | None]:
-    """`{"job", "options", "async"}` for this function's job; anything else is a 400 naming why."""
-    if not text.strip():
-        raise EventError(f'empty body; expected {{"job": "{spec.name}", "options": {{...}}}}', reason="bad_body")
-    try:
-        body = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as exc:
-        raise EventError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                         reason="invalid_json") from None
-    if not isinstance(body, dict):
-        raise EventError(f"body must be a JSON object, got {type(body).__name__}", reason="bad_body")
-    unknown = set(body) - BODY_KEYS
-    if unknown:
-        raise EventError(f"unknown body keys {sorted(unknown)}; expected {sorted(BODY_KEYS)}", reason="bad_body")
-    if "job" not in body:
-        raise EventError(f'body must name the job: {{"job": "{spec.name}", ...}}', reason="bad_body")
-    if body["job"] != spec.name:
-        raise EventError(f"this function runs job {spec.name!r}; the body names {body['job']!r}", reason="wrong_job")
-    options = body.get("options")
-    options = {} if options is None else options
-    if not isinstance(options, dict):
-        raise EventError(f"options must be an object, got {type(options).__name__}", reason="bad_body")
-    run_async = body.get("async")
-    if run_async is not None and not isinstance(run_async, bool):
-        raise EventError("async must be true or false", reason="bad_body")
-    return options, run_async
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # {"job": "cleanup", "job": "refresh"}: parsers disagree on which wins; a signed body must not be ambiguous.
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise EventError(f"duplicate key {key!r} in the body", reason="bad_body")
-        out[key] = value
-    return out
-
-
-def _start_async(spec: JobSpec, options: dict[str, Any], request_id: str | None) -> Response:
+def _start_async(spec: JobSpec, event: JobEvent) -> Response:
     """Record a queued run, then continue in an asynchronous invocation of this same function."""
-    validated = runner.validate_options(spec, options)
+    validated = runner.validate_options(spec, event.options)
     opts_json = validated.model_dump(mode="json", exclude_defaults=True)
     session = _session(app.context["plan"], spec)
     session.run(lambda conn: runner.preflight(spec, app.context["plan"], validated, conn))  # a typo queues nothing
     run_id = runs.new_run_id()
-    session.run(lambda conn: runs.queue(conn, run_id, spec.name, "url", request_id, opts_json))
-    payload = {"job": spec.name, "options": options, "trigger": "async", "run_id": run_id, "request_id": request_id}
+    session.run(lambda conn: runs.queue(conn, run_id, spec.name, "url", event.request_id, opts_json))
+    payload = {"job": spec.name, "options": event.options, "trigger": "async", "run_id": run_id,
+               "request_id": event.request_id}
     try:
         get_invoker().invoke_async(self_function_name(app.context["lambda_context"]), payload)
     except Exception as exc:  # whatever stopped the dispatch, the queued run must not wait forever
