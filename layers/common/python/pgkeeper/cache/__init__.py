@@ -111,8 +111,8 @@ def _run(plan: Plan, work: list[ViewWork], budget: Budget, *, action: str) -> di
     for item in work:
         if item.view not in done:
             results.append(ViewResult(item.view, errors=[f"not attempted: {stop}"]))
-    for r in results:
-        errors.extend(f"{r.view}: {e}" for e in r.errors if not e.startswith("not attempted"))
+    # A view never attempted says why in its own entry; the run's errors are what went wrong.
+    errors.extend(f"{r.view}: {e}" for r in results if r.status != "not_attempted" for e in r.errors)
     failed = bool(errors) or any(r.status != "succeeded" for r in results)
     report.update(
         status="failed" if failed else "succeeded",
