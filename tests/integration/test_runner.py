@@ -20,6 +20,7 @@ class ProbeOptions(Options):
     duplicate: bool = False
     status: str | None = None
     drop_main_session: bool = False
+    no_status: bool = False
 
 
 def _probe(ctx: JobContext) -> dict:
@@ -38,6 +39,8 @@ def _probe(ctx: JobContext) -> dict:
             other.execute("SELECT pg_terminate_backend(%s)", [ctx.db.conn.info.backend_pid])
     if ctx.options.status:
         return {"status": ctx.options.status}
+    if ctx.options.no_status:
+        return {"marked": 1}
     if ctx.options.fail:
         return {"status": "failed", "errors": ["probe failed on purpose"]}
     return {"status": "succeeded", "marked": 1}
@@ -133,11 +136,13 @@ def test_a_database_error_is_reported_by_its_primary_message_without_the_row_it_
 
 
 def test_a_job_returning_an_unknown_status_is_recorded_as_failed_with_its_report(env, pg, lambda_context):
-    for status in ("weird", "skipped"):
+    for status in ("weird", "skipped", None):
         with pytest.raises(JobFailedError) as err:
-            runner.execute(PROBE, JobEvent(job="probe", options={"status": status}), lambda_context())
-        assert f"unknown status {status!r}" in str(err.value)
-    assert [(r[2], r[3]["status"]) for r in _runs(pg)] == [("failed", "weird"), ("failed", "skipped")]
+            options = {"status": status} if status else {"no_status": True}
+            runner.execute(PROBE, JobEvent(job="probe", options=options), lambda_context())
+        assert f"unknown status {status!r}" in str(err.value)  # a missing status is no success
+    assert [(r[2], r[3].get("status")) for r in _runs(pg)] == [("failed", "weird"), ("failed", "skipped"),
+                                                                ("failed", None)]
 
 
 def test_a_run_whose_locking_session_dropped_is_still_recorded(env, pg, lambda_context):

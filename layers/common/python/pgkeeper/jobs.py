@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .budget import Budget
 from .db import Database
@@ -35,7 +35,21 @@ class JobContext:
 
 
 Report = dict[str, Any]
-"""A job's report: JSON-able, with `status` one of succeeded | partial | failed."""
+"""A job's report as it returns it: JSON-able, validated by the runner as a `JobReport`."""
+
+JobOutcome = Literal["succeeded", "partial", "failed"]
+"""How a job can end (`skipped` is the runner's alone: another run holds the lock)."""
+
+
+class JobReport(BaseModel):
+    """The envelope every job's report shares. A report without a valid `status` is a failed run,
+    never a success by default; the job's own figures ride along as further fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: JobOutcome
+    duration_s: float | None = None
+    errors: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from .config import get_plan
 from .db import Database, locks, runs
 from .errors import EventError, JobFailedError, PgkeeperError, first_line
 from .events import JobEvent
-from .jobs import JobContext, JobSpec
+from .jobs import JobContext, JobReport, JobSpec
 from .log import logger, metrics
 from .plan import Plan, format_errors
 
@@ -88,16 +88,16 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
         finally:
             if spec.needs_lock:
                 locks.unlock(conn, spec.name)  # the session that took it, never a reopened one
-        status = report.get("status", "succeeded")
         report.setdefault("duration_s", round(time.monotonic() - started, 3))
-        metric = _OUTCOME_METRICS.get(status)
-        if metric is None:
-            message = f"{spec.name} returned unknown status {status!r}"
+        try:
+            status = JobReport.model_validate(report).status
+        except ValidationError:
+            message = f"{spec.name} returned unknown status {report.get('status')!r}"
             db.on_main(lambda c: runs.finish(c, run_id, "failed", report, error=message))
             _count("JobFailed", spec.name)
-            raise JobFailedError(message, report=report, run_id=run_id)
+            raise JobFailedError(message, report=report, run_id=run_id) from None
         db.on_main(lambda c: runs.finish(c, run_id, status, report))
-        _count(metric, spec.name)
+        _count(_OUTCOME_METRICS[status], spec.name)
         logger.info(f"job {status}", extra={"report": report})
         _prune(db, plan.database.run_history_days)
         if status == "failed":
