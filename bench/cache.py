@@ -21,7 +21,7 @@ import redis
 from common import percentile
 
 from pgkeeper.budget import Budget
-from pgkeeper.cache.connect import Target, open_client
+from pgkeeper.cache.connect import CacheTarget, open_client
 from pgkeeper.cache.invalidate import Invalidator
 from pgkeeper.plan.cache import CachePlan
 
@@ -95,7 +95,7 @@ class Probe:
         return {"p99_ms": round(percentile(self.samples, 99), 2), "max_ms": round(max(self.samples), 2)}
 
 
-def _pgkeeper_clear(target: Target, settings: CachePlan, pattern: str) -> dict:
+def _pgkeeper_clear(target: CacheTarget, settings: CachePlan, pattern: str) -> dict:
     client = open_client(settings, target)
     inv = Invalidator(client, settings, Budget(600, reserve_s=0))
     try:
@@ -134,7 +134,7 @@ def main(quick: bool) -> dict:
     settings = CachePlan()
     r = redis.Redis.from_url(REDIS_URL, socket_timeout=120)
     adapter = _adapter_module().UpstashAdapter(REDIS_URL, TOKEN).start()
-    targets = {"redis": Target("redis", REDIS_URL), "upstash": Target("upstash", adapter.url, TOKEN)}
+    targets = {"redis": CacheTarget("redis", REDIS_URL), "upstash": CacheTarget("upstash", adapter.url, TOKEN)}
     results: dict[str, dict] = {}
     try:
         _log(f"seeding {total - matching} other keys")

@@ -18,7 +18,7 @@ import time
 from common import percentile, scratch_database
 
 from pgkeeper.cache.client import CacheError
-from pgkeeper.cache.connect import Target, open_client
+from pgkeeper.cache.connect import CacheTarget, open_client
 from pgkeeper.db import Database
 from pgkeeper.plan.cache import CachePlan
 from pgkeeper.plan.database import DatabaseSettings
@@ -85,7 +85,7 @@ def main(quick: bool) -> dict:
         finally:
             session.close()
 
-    redis_store = RedisReplayStore(open_client(CachePlan(), Target("redis", REDIS_URL)))
+    redis_store = RedisReplayStore(open_client(CachePlan(), CacheTarget("redis", REDIS_URL)))
     try:
         redis_store.client.pipeline([["PING"]])
     except CacheError as exc:  # no Redis here: say so, keep the Postgres figures

@@ -169,7 +169,7 @@ def cache_env(request: pytest.FixtureRequest, redis_url: str, monkeypatch: pytes
 def test_redis_store_accepts_once_and_fails_closed(cache_env: str, redis_url: str) -> None:
     import redis
 
-    from pgkeeper.cache.connect import Target, open_client
+    from pgkeeper.cache.connect import CacheTarget, open_client
     from pgkeeper.plan.cache import CachePlan
 
     first, second = RedisReplayStore(open_client(CachePlan())), RedisReplayStore(open_client(CachePlan()))
@@ -177,7 +177,7 @@ def test_redis_store_accepts_once_and_fails_closed(cache_env: str, redis_url: st
     assert first.accept(msg, 660) is True
     assert second.accept(msg, 660) is False
     assert 0 < redis.Redis.from_url(redis_url).ttl(f"pgkeeper:webhook-id:{msg}") <= 660
-    unreachable = open_client(CachePlan(connect_timeout_ms=200), Target("redis", "redis://127.0.0.1:1/0"))
+    unreachable = open_client(CachePlan(connect_timeout_ms=200), CacheTarget("redis", "redis://127.0.0.1:1/0"))
     with pytest.raises(ReplayStoreUnavailableError):
         RedisReplayStore(unreachable).accept(msg, 660)
 

@@ -22,7 +22,7 @@ _REDIS_URL_KEYS = ("url", "REDIS_URL", "KV_URL", "redis_url")
 
 
 @dataclass(frozen=True)
-class Target:
+class CacheTarget:
     """Where the cache is: a REST endpoint with its token, or a redis URL."""
 
     backend: str
@@ -31,7 +31,7 @@ class Target:
     source: str = ""
 
     def __repr__(self) -> str:  # keeps the token and URL password out of any accidental log line
-        return f"Target(backend={self.backend!r}, where={where(self.url)!r}, source={self.source!r})"
+        return f"CacheTarget(backend={self.backend!r}, where={where(self.url)!r}, source={self.source!r})"
 
 
 def where(url: str) -> str:
@@ -43,7 +43,7 @@ def where(url: str) -> str:
         return "(unparsable URL)"
 
 
-def resolve_target(settings: CachePlan) -> Target:
+def resolve_target(settings: CachePlan) -> CacheTarget:
     """The configured backend, or a ConfigError naming what to set."""
     arn = os.environ.get(settings.secret_arn_env, "").strip()
     if arn:
@@ -53,10 +53,10 @@ def resolve_target(settings: CachePlan) -> Target:
         token = os.environ.get(settings.rest_token_env, "").strip()
         if not token:
             raise ConfigError(f"{settings.rest_url_env} is set but {settings.rest_token_env} is empty")
-        return _check(Target("upstash", rest_url, token, f"env {settings.rest_url_env}"), settings)
+        return _check(CacheTarget("upstash", rest_url, token, f"env {settings.rest_url_env}"), settings)
     url = os.environ.get(settings.url_env, "").strip()
     if url and settings.backend in ("auto", "redis"):
-        return _check(Target("redis", url, None, f"env {settings.url_env}"), settings)
+        return _check(CacheTarget("redis", url, None, f"env {settings.url_env}"), settings)
     wanted = {
         "upstash": f"{settings.rest_url_env} and {settings.rest_token_env}",
         "redis": f"{settings.url_env} (redis:// or rediss://)",
@@ -68,19 +68,19 @@ def resolve_target(settings: CachePlan) -> Target:
     )
 
 
-def target_from_secret(value: str, arn: str, backend: str = "auto") -> Target:
+def target_from_secret(value: str, arn: str, backend: str = "auto") -> CacheTarget:
     """A secret holds a redis:// URL, or JSON with a REST url + token and/or a redis url."""
     value = value.strip()
     if value.startswith(("redis://", "rediss://")):
-        return Target("redis", value, None, f"secret {arn}")
+        return CacheTarget("redis", value, None, f"secret {arn}")
     data = secret_object(value, arn, "a redis:// URL")
     rest_url = _first(data, _REST_URL_KEYS, ("https://", "http://"))
     token = _first(data, _REST_TOKEN_KEYS, ("",))
     redis_url = _first(data, _REDIS_URL_KEYS, ("redis://", "rediss://"))
     if rest_url and token and backend in ("auto", "upstash"):
-        return Target("upstash", rest_url, token, f"secret {arn}")
+        return CacheTarget("upstash", rest_url, token, f"secret {arn}")
     if redis_url and backend in ("auto", "redis"):
-        return Target("redis", redis_url, None, f"secret {arn}")
+        return CacheTarget("redis", redis_url, None, f"secret {arn}")
     if rest_url and not token:
         raise ConfigError(f"{arn}: has a REST url but no token")
     raise ConfigError(f"{arn}: no usable {'cache' if backend == 'auto' else backend} URL in the secret")
@@ -94,7 +94,7 @@ def _first(data: dict, keys: tuple[str, ...], prefixes: tuple[str, ...]) -> str 
     return None
 
 
-def _check(target: Target, settings: CachePlan) -> Target:
+def _check(target: CacheTarget, settings: CachePlan) -> CacheTarget:
     if settings.backend != "auto" and target.backend != settings.backend:
         raise ConfigError(f"cache backend is pinned to {settings.backend} but {target.source} holds a "
                           f"{target.backend} URL")
@@ -114,7 +114,7 @@ def _check(target: Target, settings: CachePlan) -> Target:
     return target
 
 
-def open_client(settings: CachePlan, target: Target | None = None) -> CacheClient:
+def open_client(settings: CachePlan, target: CacheTarget | None = None) -> CacheClient:
     """A client for the configured cache; nothing is sent until the first call."""
     target = target or resolve_target(settings)
     connect_s = settings.connect_timeout_ms / 1000

@@ -32,7 +32,7 @@ class CleanupOptions(Options):
     )
 
 
-Target = TableTarget | functions.FunctionTarget
+ResolvedTarget = TableTarget | functions.FunctionTarget
 
 
 def _select(targets: list[CleanupTarget], names: list[str] | None) -> list[CleanupTarget]:
@@ -50,17 +50,17 @@ def preflight(plan: Plan, opts: CleanupOptions, conn: psycopg.Connection) -> Non
     _select(plan.cleanup.targets, opts.targets)
 
 
-def _resolve(conn: psycopg.Connection, spec: CleanupTarget) -> Target:
+def _resolve(conn: psycopg.Connection, spec: CleanupTarget) -> ResolvedTarget:
     if spec.function is not None:
         return functions.resolve_function(conn, spec)
     return resolve_table(conn, spec)
 
 
 def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: str,
-              prefix: str = "") -> tuple[list[Target], list[str]]:
+              prefix: str = "") -> tuple[list[ResolvedTarget], list[str]]:
     """Resolve every target; all problems of all targets, each prefixed with the target's name."""
     version = conn.info.server_version
-    resolved: list[Target] = []
+    resolved: list[ResolvedTarget] = []
     problems: list[str] = []
     for i, spec in enumerate(specs):
         where = f"{prefix}[{i}] ({spec.key})" if prefix else spec.key
@@ -117,7 +117,7 @@ def _session(conn: psycopg.Connection, timezone: str, async_commit: bool) -> Non
                  [timezone, "off" if async_commit else "on"])
 
 
-def _clean(conn: psycopg.Connection, target: Target, ctx: JobContext, method: str, statement_ms: int) -> dict:
+def _clean(conn: psycopg.Connection, target: ResolvedTarget, ctx: JobContext, method: str, statement_ms: int) -> dict:
     plan = ctx.plan.cleanup
     dry_run = ctx.options.dry_run
     lock_ms = ctx.plan.database.lock_timeout_ms

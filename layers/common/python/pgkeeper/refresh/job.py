@@ -65,7 +65,7 @@ class RefreshOptions(Options):
 
 
 @dataclass
-class Target(QualifiedName):
+class ViewTarget(QualifiedName):
     schema: str
     name: str
     spec: ViewSpec
@@ -165,12 +165,12 @@ class _Refresh:
             self.results.setdefault(t.key, ViewReport(name=t.display))
         return self._report(stopped)
 
-    def _targets(self) -> list[Target]:
+    def _targets(self) -> list[ViewTarget]:
         views = self.plan.refresh.views
         if views:
             every = [self._target(spec) for spec in views]
         else:
-            every = [Target(r.schema, r.name, ViewSpec(name=r.display))
+            every = [ViewTarget(r.schema, r.name, ViewSpec(name=r.display))
                      for r in self.catalog.matviews_in(self.plan.refresh.schema_names)]
         for t in every:
             self.specs[t.key] = t.spec
@@ -187,9 +187,9 @@ class _Refresh:
                              f"(known: {', '.join(t.display for t in every) or 'none'})", reason="unknown_views")
         return [t for t in every if t.key in set(wanted)]
 
-    def _target(self, spec: ViewSpec) -> Target:
+    def _target(self, spec: ViewSpec) -> ViewTarget:
         schema, name = qualify(spec.name)
-        t = Target(schema, name, spec)
+        t = ViewTarget(schema, name, spec)
         if spec.definition is not None:
             try:
                 t.definition = load_definition(spec.definition, schema, name)
@@ -197,10 +197,10 @@ class _Refresh:
                 t.definition_error = f"{spec.definition.name}: {exc}"
         return t
 
-    def _ordered(self, targets: list[Target]) -> list[Target]:
+    def _ordered(self, targets: list[ViewTarget]) -> list[ViewTarget]:
         """Existing views in dependency order; missing ones (to be created) after them, as listed."""
-        by_oid: dict[int, Target] = {}
-        missing: list[Target] = []
+        by_oid: dict[int, ViewTarget] = {}
+        missing: list[ViewTarget] = []
         for t in targets:
             rel = self.catalog.find(t.schema, t.name)
             if rel is not None:
@@ -211,7 +211,7 @@ class _Refresh:
 
     # -- one view --------------------------------------------------------------------------------
 
-    def _one(self, t: Target) -> None:
+    def _one(self, t: ViewTarget) -> None:
         conn = self.session.conn
         rel = self.catalog.find(t.schema, t.name)
         report = ViewReport(name=t.display)
@@ -240,7 +240,7 @@ class _Refresh:
         assert rel is not None
         return self._refresh(t, rel, report)
 
-    def _drift(self, t: Target, rel: Relation, report: ViewReport) -> str | None:
+    def _drift(self, t: ViewTarget, rel: Relation, report: ViewReport) -> str | None:
         """Why the stored view must be recreated from its file, or None."""
         assert t.definition is not None
         try:
@@ -262,7 +262,7 @@ class _Refresh:
             return None
         return "; ".join(drift.reasons) if drift.drifted else None
 
-    def _refresh(self, t: Target, rel: Relation, report: ViewReport) -> None:
+    def _refresh(self, t: ViewTarget, rel: Relation, report: ViewReport) -> None:
         conn = self.session.conn
         keys = concurrent_keys(conn, rel.oid) if t.spec.concurrently is not False else []
         mode, error = self._mode(t, rel, keys, report)
@@ -297,7 +297,7 @@ class _Refresh:
         report.rows = self._count(rel)
         return None
 
-    def _mode(self, t: Target, rel: Relation, keys: list, report: ViewReport) -> tuple[str | None, str | None]:
+    def _mode(self, t: ViewTarget, rel: Relation, keys: list, report: ViewReport) -> tuple[str | None, str | None]:
         """CONCURRENTLY when possible; `concurrently: true` on a view that cannot is an error, not a
         silent blocking refresh: the plan promised its readers would never wait."""
         if t.spec.concurrently is False:
@@ -340,7 +340,7 @@ class _Refresh:
                 raise
             return None
 
-    def _repair(self, t: Target, reason: str, first_error: str | None = None) -> None:
+    def _repair(self, t: ViewTarget, reason: str, first_error: str | None = None) -> None:
         report = self.results[t.key]
         plan = plan_repair(self.catalog, t.schema, t.name, self.definitions)
         others = [m.display for m in plan.members[1:]]

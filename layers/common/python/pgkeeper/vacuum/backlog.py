@@ -16,7 +16,7 @@ from datetime import datetime
 
 import psycopg
 
-from .selection import ACTIONS, Target
+from .selection import ACTIONS, VacuumTarget
 
 _PRUNE = """
 DELETE FROM pgkeeper.vacuum_backlog b
@@ -64,7 +64,7 @@ def load(conn: psycopg.Connection) -> dict[tuple[str, str], Entry]:
     return {(s, t): Entry(a, r, q, n) for s, t, a, r, q, n in rows}
 
 
-def enqueue(conn: psycopg.Connection, run_id: str, targets: Iterable[Target]) -> None:
+def enqueue(conn: psycopg.Connection, run_id: str, targets: Iterable[VacuumTarget]) -> None:
     """Record every target before work starts: whatever is not removed later was not done."""
     targets = list(targets)
     if not targets:
@@ -75,7 +75,7 @@ def enqueue(conn: psycopg.Connection, run_id: str, targets: Iterable[Target]) ->
     )
 
 
-def done(conn: psycopg.Connection, target: Target, action: str) -> None:
+def done(conn: psycopg.Connection, target: VacuumTarget, action: str) -> None:
     """Remove the entry if `action` covered what it owed (an ANALYZE does not pay off a VACUUM)."""
     assert action in ACTIONS
     conn.execute(
@@ -84,7 +84,7 @@ def done(conn: psycopg.Connection, target: Target, action: str) -> None:
     )
 
 
-def left(conn: psycopg.Connection, target: Target, reason: str) -> None:
+def left(conn: psycopg.Connection, target: VacuumTarget, reason: str) -> None:
     conn.execute(
         "UPDATE pgkeeper.vacuum_backlog SET reason = %s WHERE schema_name = %s AND table_name = %s",
         [reason[:500], target.schema, target.name],

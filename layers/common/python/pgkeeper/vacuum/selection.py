@@ -45,7 +45,7 @@ def stronger(a: str, b: str) -> str:
 
 
 @dataclass
-class Target(QualifiedName):
+class VacuumTarget(QualifiedName):
     schema: str
     name: str
     oid: int
@@ -145,7 +145,7 @@ SELECT coalesce(s.n_dead_tup, 0) AS n_dead_tup, coalesce(s.n_live_tup, 0) AS n_l
 
 @dataclass
 class Selection:
-    targets: list[Target]
+    targets: list[VacuumTarget]
     considered: int
     not_permitted: list[str]
     not_found: list[str]
@@ -188,7 +188,7 @@ def select(
     excluded = plan.excluded()
     hot = set(include)
     seen: set[tuple[str, str]] = set()
-    targets: list[Target] = []
+    targets: list[VacuumTarget] = []
     not_permitted: list[str] = []
     for row in rows:
         key = (row["nspname"], row["relname"])
@@ -211,7 +211,7 @@ def select(
                      not_found=not_found)
 
 
-def _target(row: dict[str, Any], mode: str, *, forced: bool, carried: str | None, hot: bool) -> Target | None:
+def _target(row: dict[str, Any], mode: str, *, forced: bool, carried: str | None, hot: bool) -> VacuumTarget | None:
     reasons: list[str] = []
     action: str | None = None
     urgency = 0.0
@@ -249,7 +249,7 @@ def _target(row: dict[str, Any], mode: str, *, forced: bool, carried: str | None
     )
     stats = {k: row[k] for k in ("n_live_tup", "n_dead_tup", "n_mod_since_analyze", "xid_age", "mxid_age",
                                  "freeze_max_age", "mxid_freeze_max_age", "last_vacuum", "last_analyze")}
-    return Target(schema=row["nspname"], name=row["relname"], oid=row["oid"], action=action, reasons=reasons,
+    return VacuumTarget(schema=row["nspname"], name=row["relname"], oid=row["oid"], action=action, reasons=reasons,
                   urgency=round(float(urgency), 4), carried_over=carried is not None, with_analyze=with_analyze,
                   stats=stats)
 

@@ -22,7 +22,7 @@ from ..db import Database
 from ..log import logger
 from ..plan.vacuum import VacuumPlan
 from . import backlog
-from .selection import Target, table_stats
+from .selection import VacuumTarget, table_stats
 
 LOCK_NOT_AVAILABLE = "55P03"
 DONE = {"freeze": "frozen", "vacuum": "vacuumed", "analyze": "analyzed"}
@@ -50,7 +50,7 @@ class Outcome:
         return sum(1 for i in self.items if i["outcome"] == outcome)
 
 
-def statement(target: Target) -> sql.Composed:
+def statement(target: VacuumTarget) -> sql.Composed:
     """The cheapest statement that meets the table's need (see selection.py for FREEZE's reasons)."""
     ident = sql.Identifier(target.schema, target.name)
     if target.action == "analyze":
@@ -63,7 +63,7 @@ def statement(target: Target) -> sql.Composed:
     return sql.SQL("VACUUM ({}) {}").format(sql.SQL(", ").join(sql.SQL(o) for o in options), ident)
 
 
-def item_for(target: Target) -> dict[str, Any]:
+def item_for(target: VacuumTarget) -> dict[str, Any]:
     return {
         "table": target.display,
         "action": target.action,
@@ -76,7 +76,7 @@ def item_for(target: Target) -> dict[str, Any]:
     }
 
 
-def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[Target]) -> Outcome:
+def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[VacuumTarget]) -> Outcome:
     """Work through `targets` in order until done or out of time; every table ends with an outcome.
 
     The bookkeeping after each table (its statistics, the backlog) is written on the work connection,
@@ -106,7 +106,7 @@ def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[Target
     return out
 
 
-def _one(work: psycopg.Connection, budget: Budget, target: Target, item: dict[str, Any],
+def _one(work: psycopg.Connection, budget: Budget, target: VacuumTarget, item: dict[str, Any],
          notices: list[tuple[str | None, str | None]], out: Outcome) -> None:
     timeout_ms = max(1, budget.remaining_ms())
     work.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", [str(timeout_ms)])
@@ -148,13 +148,13 @@ def _one(work: psycopg.Connection, budget: Budget, target: Target, item: dict[st
     )
 
 
-def _skipped(conn: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:
+def _skipped(conn: psycopg.Connection, target: VacuumTarget, item: dict[str, Any], why: str) -> None:
     item.update(outcome="skipped", why=why + "; it goes first next run")
     backlog.left(conn, target, why)
     logger.warning(f"skipped {target.display}: {why}")
 
 
-def _left(conn: psycopg.Connection, target: Target, item: dict[str, Any], why: str) -> None:
+def _left(conn: psycopg.Connection, target: VacuumTarget, item: dict[str, Any], why: str) -> None:
     item.update(outcome="left", why=why)
     backlog.left(conn, target, why)
 
