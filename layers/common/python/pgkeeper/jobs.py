@@ -35,7 +35,7 @@ class JobContext:
 
 
 Report = dict[str, Any]
-"""A job's report as it returns it: JSON-able, validated by the runner as a `JobReport`."""
+"""A report in its one serialised form (JSON-able), as recorded in pgkeeper.runs and answered."""
 
 JobOutcome = Literal["succeeded", "partial", "failed"]
 """How a job can end (`skipped` is the runner's alone: another run holds the lock)."""
@@ -52,11 +52,18 @@ class JobReport(BaseModel):
     errors: list[str] = Field(default_factory=list)
 
 
+def as_dict(report: JobReport | Report) -> Report:
+    """The one serialisation of a report: a job's model dumped as JSON types (a dict passes as is)."""
+    if isinstance(report, BaseModel):
+        return report.model_dump(mode="json", by_alias=True)
+    return report
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str
     options: type[Options]
-    run: Callable[[JobContext], Report]
+    run: Callable[[JobContext], JobReport | Report]
     long_running: bool = False
     """Long jobs answer 202 over a function URL and continue asynchronously."""
     needs_lock: bool = True

@@ -17,7 +17,7 @@ from .config import get_plan
 from .db import Database, locks, runs
 from .errors import EventError, JobFailedError, PgkeeperError, first_line
 from .events import JobEvent
-from .jobs import JobContext, JobReport, JobSpec
+from .jobs import JobContext, JobReport, JobSpec, as_dict
 from .log import logger, metrics
 from .plan import Plan, format_errors
 
@@ -76,7 +76,7 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
             ctx = JobContext(plan=plan, db=db, budget=budget, options=options, run_id=run_id,
                              trigger=request.trigger)
             try:
-                report = spec.run(ctx)
+                report = as_dict(spec.run(ctx))
             except PgkeeperError as exc:
                 _record_failure(db, run_id, exc)
                 _count("JobFailed", spec.name)
