@@ -305,3 +305,56 @@ def test_without_a_database_the_handler_says_how_to_configure_one():
     error = json.loads(proc.stdout)
     assert error["errorType"] == "ConfigError"
     assert "set DATABASE_URL" in error["errorMessage"]
+
+
+def _bootstrap_processes() -> list[int]:
+    from pgkeeper.local.invoke import BOOTSTRAP
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(BOOTSTRAP).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_terminated_invoke_stops_the_functions_process_too(seeded: str, tmp_path: Path):
+    """`timeout 60 pgkeeper invoke ...` or a supervisor's SIGTERM must not leave the job running on."""
+    import signal
+    import time
+
+    from psycopg import sql
+
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        conn.execute("UPDATE sessions SET token = token || 'x'")  # dead tuples: the table needs a VACUUM
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        # Every new session of this database vacuums slowly: the VACUUM below runs for seconds.
+        conn.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_delay = '50ms'").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_limit = 1").format(sql.Identifier(dbname)))
+        env_file = tmp_path / "env.json"
+        env_file.write_text(json.dumps({"Parameters": {"DATABASE_URL": seeded}}))
+        assert _bootstrap_processes() == []
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps({"job": "vacuum", "options": {"tables": ["sessions"]}}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pgkeeper.cli", "invoke", "VacuumFunction", "--event", str(event),
+             "--template", str(ROOT / "template.yaml"), "--env-vars", str(env_file)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND query LIKE 'VACUUM%%' AND state = 'active'").fetchone()[0]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        assert _bootstrap_processes() != []
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "stopped by SIGTERM" in err
+        deadline = time.monotonic() + 10
+        while _bootstrap_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _bootstrap_processes() == []

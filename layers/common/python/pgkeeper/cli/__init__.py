@@ -7,6 +7,7 @@ import sys
 from importlib import import_module
 
 from ..errors import PgkeeperError, PlanError
+from ..local.invoke import Stopped
 
 COMMANDS = ["invoke", "plan", "backups", "restore", "serve", "sign", "trigger", "health"]
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgkeeper: interrupted", file=sys.stderr)
         return 130
+    except Stopped as exc:
+        print(f"pgkeeper: {exc}; the function's process was stopped with it", file=sys.stderr)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,12 +216,13 @@ def run(inv: Invocation, *, python: str | None = None) -> Outcome:
     proc = subprocess.Popen([python or sys.executable, "-I", str(BOOTSTRAP)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=inv.env, start_new_session=True)
     try:
-        out, _ = proc.communicate(json.dumps(spec).encode(), timeout=fn.timeout_s + INIT_LIMIT_S + 5)
+        with _stopping_with(proc):
+            out, _ = proc.communicate(json.dumps(spec).encode(), timeout=fn.timeout_s + INIT_LIMIT_S + 5)
     except subprocess.TimeoutExpired:
         # Backstop only: the bootstrap's own watchdog answers at the function's timeout.
         _kill_group(proc)
         return Outcome(False, timeout_error(fn.timeout_s))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         _kill_group(proc)
         raise
     try:
@@ -235,6 +238,37 @@ def run(inv: Invocation, *, python: str | None = None) -> Outcome:
 
 def timeout_error(timeout_s: float) -> dict[str, str]:
     return {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {timeout_s:.2f} seconds"}
+
+
+class Stopped(BaseException):  # noqa: N818 - like KeyboardInterrupt: a signal, not an error
+    """`pgkeeper invoke` itself was told to stop (SIGTERM from `timeout`, a supervisor, SIGHUP)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopping_with(proc: subprocess.Popen) -> Iterator[None]:
+    """While the function runs, SIGTERM/SIGHUP to us stop it too.
+
+    The function runs in a session of its own (so a terminal's Ctrl-C reaches us first, and we
+    can answer as Lambda would), which also means a signal sent to our pid alone would leave it
+    running: a backup would go on to completion after its CLI was gone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
