@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-import psycopg
 import zstandard
 from psycopg.conninfo import conninfo_to_dict
 
+from ..db import Database
+from ..plan.database import DatabaseSettings
 from .errors import BackupError, ChecksumMismatchError
 from .pgtools import Tool, child_env, fetch_server_version_num, find, libpq_target
 from .pipeline import StderrTail
@@ -376,9 +377,15 @@ def table_data_entries(toc_lines: list[str]) -> list[str]:
     return out
 
 
-def user_tables(conninfo: str) -> int:
+def target_database(target: str, settings: DatabaseSettings | None = None) -> Database:
+    """The database a backup is restored into, reached like every pgkeeper connection: `settings`
+    (the plan's `database`, else their defaults) give the timeouts; `pgkeeper/restore/...`."""
+    return Database.for_url(target, settings or DatabaseSettings(), "restore")
+
+
+def user_tables(conninfo: str, settings: DatabaseSettings | None = None) -> int:
     """How many tables the target database already has outside the system schemas."""
-    with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
+    with target_database(conninfo, settings).connect(autocommit=True, purpose="check") as conn:
         row = conn.execute(
             "SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c "
             "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -403,22 +410,25 @@ def restore_backup(
     with_owners: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     script: bool | None = None,
+    settings: DatabaseSettings | None = None,
 ) -> dict:
     """Restore backup `ref` into the database `target` and compare its row counts with the manifest.
 
     The SHA-256 is checked in the same pass, before pg_restore may commit (see the module doc).
+    pgkeeper's own connections to `target` use `settings` (see `target_database`).
     Returns {"tables", "rows", "mismatches": [...], "seconds", ...}; raises on any failure.
     """
     from . import manifest as mf
     from .snapshot import count_tables
 
-    with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+    db = target_database(target, settings)
+    with db.connect(autocommit=True, purpose="check") as conn:
         version_num = fetch_server_version_num(conn)
     body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
     sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
     stats = stream_archive(body, [sink], expected_sha256=manifest["sha256"], hold_back=True,
                            on_progress=on_progress)
-    with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+    with db.connect(autocommit=True, purpose="count") as conn:
         restored = count_tables(conn, mf.tables_of(manifest))
     expected = mf.counts_of(manifest)
     mismatches = [{"schema": s, "name": n, "manifest": want, "restored": restored.get((s, n))}

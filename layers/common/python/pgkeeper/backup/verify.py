@@ -16,15 +16,18 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ..db import Database
 from ..idents import display
 from ..log import logger
+from ..plan.database import DatabaseSettings
 from . import manifest as mf
 from .errors import ChecksumMismatchError, VerificationError
 from .pgtools import Tool, fetch_server_version_num
 from .restore import ScriptSink, Sink, list_sink, restore_sink, stream_archive, table_data_entries
 from .snapshot import count_tables
+
+PURPOSE = "verify"
 
 
 def verify_backup(
@@ -36,25 +39,29 @@ def verify_backup(
     mode: str,
     server_conninfo: str,
     run_id: str,
+    settings: DatabaseSettings | None = None,
 ) -> dict:
-    """Raise VerificationError (ChecksumMismatchError) unless the object reads back as written."""
+    """Raise VerificationError (ChecksumMismatchError) unless the object reads back as written.
+
+    `restore` mode works on `server_conninfo` with `settings` (the plan's `database`; their defaults
+    if not given): the timeouts of every pgkeeper connection, `pgkeeper/backup/verify`.
+    """
     started = time.monotonic()
     body = s3.get_object(Bucket=bucket, Key=manifest["key"])["Body"]
     sinks: list[Sink | ScriptSink] = [list_sink(pg_restore)]
     scratch: str | None = None
-    scratch_url = ""
+    scratch_db: Database | None = None
     admin: psycopg.Connection | None = None
     try:
         if mode == "restore":
-            admin = psycopg.connect(server_conninfo, autocommit=True, connect_timeout=10,
-                                    application_name="pgkeeper/backup/verify")
+            server = Database.for_url(server_conninfo, settings or DatabaseSettings(), "backup")
+            admin = server.connect(autocommit=True, purpose=PURPOSE)
             scratch = f"pgkeeper_verify_{run_id.replace('-', '')[:12]}_{uuid.uuid4().hex[:6]}"
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
-            params = conninfo_to_dict(server_conninfo)
-            params["dbname"] = scratch
-            scratch_url = make_conninfo("", **params)
+            scratch_db = server.on_database(scratch)
             version_num = fetch_server_version_num(admin)
-            sinks.append(restore_sink(pg_restore, scratch_url, server_version_num=version_num, purpose="backup/verify"))
+            sinks.append(restore_sink(pg_restore, scratch_db.conninfo, server_version_num=version_num,
+                                      purpose=f"backup/{PURPOSE}"))
         try:
             stats = stream_archive(body, sinks, expected_sha256=manifest["sha256"], hold_back=mode == "restore",
                                    decode_all=mode == "restore")
@@ -72,8 +79,8 @@ def verify_backup(
             "decoded": {"bytes": manifest["bytes_in"], "where": "read-back" if mode == "restore" else "upload"},
             "tables": len(manifest["tables"]),
         }
-        if scratch is not None:
-            with psycopg.connect(scratch_url, autocommit=True, connect_timeout=10) as conn:
+        if scratch_db is not None:
+            with scratch_db.connect(autocommit=True, purpose=PURPOSE) as conn:
                 restored = count_tables(conn, mf.tables_of(manifest))
             wrong = [f"{display(s, n)}: manifest {want}, restored {restored.get((s, n))}"
                      for (s, n), want in mf.counts_of(manifest).items() if restored.get((s, n)) != want]

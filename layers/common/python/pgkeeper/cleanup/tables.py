@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .. import db
 from ..budget import Budget
 from ..log import logger
 from ..plan.base import column_ident
@@ -41,8 +42,8 @@ def method_problems(target: TableTarget, method: str, server_version: int) -> li
 
 
 def set_timeouts(conn: psycopg.Connection, statement_ms: int, lock_ms: int) -> None:
-    conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false), "
-                 "pg_catalog.set_config('lock_timeout', %s, false)", [str(max(1, statement_ms)), str(max(1, lock_ms))])
+    """The delete session's timeouts, for the session (its transactions are the batches)."""
+    db.set_timeouts(conn, statement_ms, lock_ms, local=False)
 
 
 class TableRun:
@@ -71,8 +72,8 @@ class TableRun:
 
         The budget keeps a reserve past its own zero, so a short read still fits when it is spent.
         """
-        statement_ms = max(PHASE_FLOOR_MS, min(self.statement_timeout_ms, self.budget.remaining_ms()))
-        set_timeouts(self.conn, statement_ms, self.lock_timeout_ms)
+        db.bound(self.conn, self.budget, cap_ms=self.statement_timeout_ms, floor_ms=PHASE_FLOOR_MS, local=False,
+                 lock_timeout_ms=self.lock_timeout_ms)
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()

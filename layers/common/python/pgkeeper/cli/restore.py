@@ -19,6 +19,8 @@ from ..backup.errors import BackupError, RestoreError, VerificationError
 from ..backup.restore import restore_backup, user_tables
 from ..db.dsn import redact, session_conninfo
 from ..errors import ConfigError, DatabaseUnavailableError, first_line
+from ..plan import load_plan
+from ..plan.database import DatabaseSettings
 from .backups import add_location_args, locate
 
 
@@ -76,8 +78,10 @@ def run_restore(args: argparse.Namespace) -> int:
     pgtools.check_restore_version(tool, mf.dump_major(manifest))
     target = session_conninfo(args.to)
     where = redact(target)
+    # pgkeeper's connections to the target get the plan's timeouts, if a plan is named; else the defaults.
+    settings = load_plan(args.plan).database if args.plan else DatabaseSettings()
     try:
-        existing = user_tables(target)
+        existing = user_tables(target, settings)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailableError(f"cannot connect to {where}: {first_line(exc)}") from exc
     if not args.allow_nonempty and existing:
@@ -88,7 +92,7 @@ def run_restore(args: argparse.Namespace) -> int:
     progress = ProgressLine(ref.size)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
-                                on_progress=progress)
+                                on_progress=progress, settings=settings)
     except VerificationError:
         raise  # checksum mismatch: its own reason code
     except BackupError as exc:

@@ -1,5 +1,6 @@
 """The database side of every job: connections, the advisory lock, run history and migrations."""
 
-from .database import Database
+from .bounds import Bound, DeadlineReached, bound, set_timeouts, time_left
+from .database import Database, Session
 
-__all__ = ["Database"]
+__all__ = ["Bound", "Database", "DeadlineReached", "Session", "bound", "set_timeouts", "time_left"]

@@ -2,6 +2,8 @@
 
 A Neon compute scaled to zero takes a few seconds to wake: the first connect may time out, so one
 bounded retry follows. Driver errors at connect become `DatabaseUnavailableError` (Patroni style).
+Every connection pgkeeper opens comes from here: the job's main session (`conn`), connections of
+a job's own (`connect`, `session`), and those to other databases (`for_url`, `on_database`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import ConfigError, DatabaseUnavailableError, first_line
 from ..log import logger
@@ -25,12 +27,14 @@ class Database:
     """One job's access to one database. `conn` is lazy, checked and reopened when broken."""
 
     def __init__(self, url: str, settings: DatabaseSettings, job: str,
-                 reread: Callable[[], str] | None = None) -> None:
+                 reread: Callable[[], str] | None = None, *, driver_errors: bool = False) -> None:
         self.settings = settings
         self.job = job
         self._set_url(url)
         self._reread = reread
-        self._conn: psycopg.Connection | None = None
+        self._driver_errors = driver_errors
+        """A failed connect raises psycopg's error, not DatabaseUnavailableError (see `for_url`)."""
+        self._main = self.session(purpose="")
 
     def _set_url(self, url: str) -> None:
         self._set_conninfo(session_conninfo(url, use_direct_host=self.settings.use_direct_host))
@@ -44,6 +48,22 @@ class Database:
     def from_settings(cls, settings: DatabaseSettings, job: str) -> Database:
         # Re-resolving a URL from the environment yields the same URL: only a secret can have rotated.
         return cls(resolve_url(settings), settings, job, reread=lambda: resolve_url(settings, fresh=True))
+
+    @classmethod
+    def for_url(cls, url: str, settings: DatabaseSettings, job: str) -> Database:
+        """A database other than the job's (a restore target, the verify server), reached the same
+        way: the plan's timeouts, `pgkeeper/<job>/<purpose>`, the retry of a waking compute.
+
+        No secret to re-read; a failed connect raises the driver's error (`psycopg.OperationalError`),
+        which the caller reports in its own terms (a verification that could not run, the target of
+        `pgkeeper restore`), as it would any other failure of that database.
+        """
+        return cls(url, settings, job, driver_errors=True)
+
+    def on_database(self, dbname: str) -> Database:
+        """The same server, settings and job, another database (the restore test's scratch database)."""
+        return Database(make_conninfo(self.conninfo, dbname=dbname), self.settings, self.job,
+                        driver_errors=self._driver_errors)
 
     def _rotated(self) -> bool:
         """After a failed connect: re-read the secret the URL came from; True if it changed.
@@ -113,16 +133,24 @@ class Database:
                         extra={"database": self.where, "attempt": attempt},
                     )
                     time.sleep(1.0)
+        assert last is not None  # the loop runs at least once and only ends by an error
+        if self._driver_errors:
+            raise last
         raise DatabaseUnavailableError(
             f"cannot connect to {self.where}: {first_line(last)}"
         ) from last
 
+    def session(self, *, purpose: str, autocommit: bool = True, statement_timeout_ms: int | None = None,
+                lock_timeout_ms: int | None = None,
+                setup: Callable[[psycopg.Connection], None] | None = None) -> Session:
+        """A connection of its own (`connect`'s arguments), opened on first use and reopened when lost."""
+        return Session(lambda: self.connect(autocommit=autocommit, statement_timeout_ms=statement_timeout_ms,
+                                            lock_timeout_ms=lock_timeout_ms, purpose=purpose), setup)
+
     @property
     def conn(self) -> psycopg.Connection:
         """The job's main session (advisory lock, run history); reopened if closed or broken."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = self.connect(autocommit=True)
-        return self._conn
+        return self._main.conn
 
     def on_main(self, work: Callable[[psycopg.Connection], T]) -> T:
         """`work(conn)` on the main session; once more on a fresh session if that one was lost.
@@ -139,6 +167,34 @@ class Database:
             logger.warning("the main database session was lost; writing on a new one",
                            extra={"database": self.where})
         return work(self.conn)
+
+    def close(self) -> None:
+        self._main.close()
+
+
+class Session:
+    """One connection, opened on first use and reopened (then `setup` runs on it) when found closed
+    or broken: a server or pooler that dropped an idle session, an operator who terminated it."""
+
+    def __init__(self, open_conn: Callable[[], psycopg.Connection],
+                 setup: Callable[[psycopg.Connection], None] | None = None) -> None:
+        self._open = open_conn
+        self._setup = setup
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            conn = self._open()
+            if self._setup is not None:
+                try:
+                    self._setup(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+            self._conn = conn
+        return self._conn
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

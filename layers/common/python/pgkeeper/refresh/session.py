@@ -15,14 +15,12 @@ import psycopg
 from psycopg import sql
 
 from ..budget import Budget
-from ..db import Database
+from ..db import Database, DeadlineReached, set_timeouts, time_left
+
+__all__ = ["MIN_STATEMENT_MS", "DeadlineReached", "Session", "set_search_path"]
 
 MIN_STATEMENT_MS = 200
 """Below this much time left, no statement is started."""
-
-
-class DeadlineReached(Exception):  # noqa: N818 - a signal, not an error: the caller reports `not_done`
-    """Not enough of the budget is left to start the next statement."""
 
 
 class Session:
@@ -31,24 +29,19 @@ class Session:
         self.budget = budget
         self.plan_statement_ms = db.settings.statement_timeout_s * 1000
         self.lock_timeout_ms = db.settings.lock_timeout_ms
-        self._conn: psycopg.Connection | None = None
+        self._work = db.session(purpose="views")
         self.bounded_by_deadline = False
         """True when the last bound set was the budget rather than the plan's statement_timeout."""
 
     @property
     def conn(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = self.db.connect(autocommit=True, purpose="views")
-        return self._conn
+        return self._work.conn
 
     def bound(self) -> None:
         """(Re)set this transaction's statement_timeout from the time left; call before each long statement."""
-        left = self.budget.remaining_ms()
-        if left < MIN_STATEMENT_MS:
-            raise DeadlineReached()
-        ms = min(left, self.plan_statement_ms)
-        self.bounded_by_deadline = left < self.plan_statement_ms
-        self.conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, true)", [str(ms)])
+        limit = time_left(self.budget, cap_ms=self.plan_statement_ms, min_left_ms=MIN_STATEMENT_MS)
+        self.bounded_by_deadline = limit.by_deadline
+        set_timeouts(self.conn, limit.statement_ms, local=True)
 
     @contextmanager
     def transaction(self, search_path: list[str] | None = None) -> Iterator[psycopg.Connection]:
@@ -65,9 +58,7 @@ class Session:
         set_search_path(self.conn, schemas)
 
     def close(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
-        self._conn = None
+        self._work.close()
 
 
 def set_search_path(conn: psycopg.Connection, schemas: list[str]) -> None:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from ..budget import Budget
-from ..db import Database
+from ..db import Database, bound
 from ..idents import display
 from ..log import logger
 from ..plan.vacuum import VacuumPlan
@@ -85,8 +85,7 @@ def rebuild_invalid(db: Database, main: psycopg.Connection, budget: Budget, plan
 
 def _rebuild(work: psycopg.Connection, budget: Budget, idx: dict[str, Any], item: dict[str, Any]) -> None:
     before = {r[0] for r in work.execute(_INVALID_ON_TABLE, [idx["indrelid"]]).fetchall()}
-    timeout_ms = max(1, budget.remaining_ms())
-    work.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", [str(timeout_ms)])
+    bound(work, budget, local=False)
     started = time.monotonic()
     try:
         work.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(idx["schema"], idx["index"])))
@@ -112,8 +111,7 @@ def _drop_new_invalid(work: psycopg.Connection, budget: Budget, indrelid: int, b
     ).fetchall()
     dropped = []
     # Cleaning up after ourselves matters more than the reserve: allow at least a few seconds.
-    work.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)",
-                 [str(max(5000, budget.remaining_ms()))])
+    bound(work, budget, floor_ms=5000, local=False)
     for oid, schema, name in rows:
         if oid in before:
             continue

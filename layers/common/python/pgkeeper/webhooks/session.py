@@ -26,7 +26,8 @@ LOCK_TIMEOUT_MS = 2000
 class UrlSession:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._conn: psycopg.Connection | None = None
+        self._session = db.session(purpose="url", statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+                                   lock_timeout_ms=LOCK_TIMEOUT_MS, setup=self._prepare)
         self._lock = threading.Lock()
 
     def run(self, work: Callable[[psycopg.Connection], T]) -> T:
@@ -38,35 +39,26 @@ class UrlSession:
         repeats as "already seen": that request is refused (409), never run twice.
         """
         with self._lock:
-            conn = self._connection()
+            conn = self._session.conn
             try:
                 return work(conn)
             except psycopg.OperationalError as exc:
                 if not conn.broken:  # e.g. statement_timeout: the connection is fine, the database is not
                     raise DatabaseUnavailableError(f"database error: {type(exc).__name__}") from exc
-                self._conn = None
-            conn = self._connection()
+            conn = self._session.conn  # the broken one is replaced
             try:
                 return work(conn)
             except psycopg.OperationalError as exc:
-                self._conn = None
-                conn.close()
+                self._session.close()
                 raise DatabaseUnavailableError(f"lost the connection to {self.db.where}") from exc
 
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            conn = self.db.connect(autocommit=True, statement_timeout_ms=STATEMENT_TIMEOUT_MS,
-                                   lock_timeout_ms=LOCK_TIMEOUT_MS, purpose="url")
-            try:
-                ensure_schema(conn, cache_key=self.db.conninfo)
-            except psycopg.OperationalError as exc:
-                conn.close()
-                raise DatabaseUnavailableError(f"cannot prepare schema pgkeeper on {self.db.where}") from exc
-            self._conn = conn
-        return self._conn
+    def _prepare(self, conn: psycopg.Connection) -> None:
+        """Every new connection: the schema exists (checked once per database and container)."""
+        try:
+            ensure_schema(conn, cache_key=self.db.conninfo)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(f"cannot prepare schema pgkeeper on {self.db.where}") from exc
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+            self._session.close()
