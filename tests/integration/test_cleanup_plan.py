@@ -159,6 +159,8 @@ def test_safety_rail_refuses_a_target_matching_too_much_and_deletes_nothing(use_
     assert "matches 40 of 100 rows (40%, counted)" in sessions["error"]
     assert "Nothing was deleted" in sessions["error"] and "allow_large: true" in sessions["error"]
     assert tokens["outcome"] == "done" and tokens["rows_deleted"] == 10
+    # The run's own words count what it did as a whole: one target's "nothing was deleted" is not the run's.
+    assert report["summary"] == "deleted 10 rows; 2 targets: 1 refused by the safety rail, 1 done"
 
     dry = cleanup(lambda_context, dry_run=True)
     assert dry["report"]["targets"][0]["safety_rail"].startswith("would refuse: safety rail")
@@ -213,3 +215,24 @@ def test_rows_past_the_rail_roll_back_the_index_delete_when_the_sample_missed_th
     assert target["outcome"] == "failed" and "safety rail: stopped after deleting" in target["error"]
     assert target["method"] != "index"
     assert count(pg, "sessions WHERE expires_at < now()") == expired - target["rows_deleted"]
+
+
+def test_a_target_whose_table_is_locked_is_named_and_the_others_are_still_cleaned(use_db, pg, db_url, write_plan,
+                                                                                  lambda_context):
+    """A migration holding ACCESS EXCLUSIVE on one table: that target is `blocked` (run `partial`),
+    never an unnamed LockNotAvailable failing the whole run."""
+    import psycopg
+
+    pg.execute(TABLES)
+    write_plan({**plan(GOOD, {"table": "refresh_tokens", "expiry_column": "expires_at"}),
+                "database": {"lock_timeout_ms": 200}})
+    with psycopg.connect(db_url) as migration:
+        migration.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        result = cleanup(lambda_context)
+    assert result["status"] == "partial"
+    sessions, tokens = sorted(result["report"]["targets"], key=lambda t: t["target"])[::-1]
+    assert (sessions["target"], sessions["outcome"], sessions["rows_deleted"]) == ("sessions", "blocked", 0)
+    assert "sessions is locked by another session" in sessions["error"]
+    assert tokens["outcome"] == "done" and tokens["rows_deleted"] == 10
+    assert count(pg, "sessions") == 100 and count(pg, "refresh_tokens") == 90
+    assert result["report"]["summary"] == "deleted 10 rows; 2 targets: 1 blocked by a lock, 1 done"

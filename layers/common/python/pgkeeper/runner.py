@@ -139,8 +139,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _failure_summary(job: str, report: dict) -> str:
-    errors = report.get("errors") or []
-    head = "; ".join(str(e) for e in errors[:3])
+    """`cleanup failed: deleted 500 rows; 2 targets: 1 done, 1 refused ...: <first errors>`: what the
+    run did as a whole comes first, when the job says it, then what went wrong."""
+    head = "; ".join(str(e) for e in [report.get("summary"), *(report.get("errors") or [])[:3]] if e)
     return f"{job} failed" + (f": {head}" if head else "")
 
 

@@ -127,7 +127,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     )
     try:
         verification = verify_backup(s3, bucket, manifest, pg_restore, mode=mode,
-                                     server_conninfo=verify_server,
+                                     server_conninfo=verify_server, settings=ctx.db.settings,
                                      run_id=ctx.run_id)
     except PgkeeperError as exc:
         _discard(store, key, "verification failed")

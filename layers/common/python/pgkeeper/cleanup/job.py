@@ -15,6 +15,7 @@ import psycopg
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import Field
 
+from ..db import bound
 from ..errors import EventError, first_line
 from ..jobs import JobContext, JobSpec, Options, Report
 from ..log import logger, metrics
@@ -22,7 +23,7 @@ from ..plan import Plan
 from ..plan.cleanup import CleanupTarget
 from . import functions
 from .resolve import TableTarget, TargetProblems, resolve_table
-from .tables import TableRun, choose_method, method_problems, set_timeouts
+from .tables import TableRun, choose_method, method_problems
 
 
 class CleanupOptions(Options):
@@ -57,11 +58,14 @@ def _resolve(conn: psycopg.Connection, spec: CleanupTarget) -> ResolvedTarget:
 
 
 def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: str,
-              prefix: str = "") -> tuple[list[ResolvedTarget], list[str]]:
-    """Resolve every target; all problems of all targets, each prefixed with the target's name."""
+              prefix: str = "") -> tuple[list[ResolvedTarget], list[str], dict[str, str]]:
+    """Resolve every target: the resolved ones, all problems of all targets (each prefixed with the
+    target's name), and the targets whose table could not be checked because it is locked (a
+    migration holding ACCESS EXCLUSIVE): those are not the plan's fault, and must not stop the others."""
     version = conn.info.server_version
     resolved: list[ResolvedTarget] = []
     problems: list[str] = []
+    blocked: dict[str, str] = {}
     for i, spec in enumerate(specs):
         where = f"{prefix}[{i}] ({spec.key})" if prefix else spec.key
         started = time.perf_counter()
@@ -71,10 +75,14 @@ def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: s
         except TargetProblems as exc:
             problems += [f"{where}: {p}" for p in exc.problems]
             continue
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            blocked[spec.key] = (f"{spec.table or spec.function} is locked by another session (a migration?): "
+                                 f"its check could not get a lock ({first_line(exc)}); the next run tries again")
+            continue
         if isinstance(target, TableTarget):
             problems += [f"{where}: {p}" for p in method_problems(target, choose_method(requested, version), version)]
         resolved.append(target)
-    return resolved, problems
+    return resolved, problems, blocked
 
 
 def run(ctx: JobContext) -> Report:
@@ -85,26 +93,27 @@ def run(ctx: JobContext) -> Report:
         return {"status": "succeeded", "rows_deleted": 0, "targets": [], "note": "the plan has no cleanup targets"}
     settings = ctx.plan.database
     statement_ms = settings.statement_timeout_s * 1000
-    conn = ctx.db.connect(autocommit=True, purpose="delete")
+    # One delete session, reopened (with its settings) if the server drops it between targets.
+    work = ctx.db.session(purpose="delete", setup=lambda c: _session(c, plan.timezone, plan.async_commit))
     try:
-        _session(conn, plan.timezone, plan.async_commit)
-        resolved, problems = _validate(conn, specs, options.method)
+        conn = work.conn
+        resolved, problems, blocked = _validate(conn, specs, options.method)
         if problems:
             # Nothing is deleted unless every target checks out: a bad plan fails loudly, whole.
             return {"status": "failed", "rows_deleted": 0, "errors": problems, "dry_run": options.dry_run,
                     "targets": [{"target": s.key, "outcome": "not_run"} for s in specs]}
         method = choose_method(options.method, conn.info.server_version)
-        results: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = [
+            {"target": key, "outcome": "blocked", "rows_deleted": 0, "error": why} for key, why in blocked.items()]
+        for key, why in blocked.items():
+            logger.warning("cleanup target blocked", extra={"target": key, "error": why})
         for target in resolved:
             if ctx.budget.exhausted(plan.cap_ms / 1000 + 0.5):
                 results.append({"target": target.spec.key, "outcome": "not_started", "rows_deleted": 0})
                 continue
-            if conn.broken or conn.closed:
-                conn = ctx.db.connect(autocommit=True, purpose="delete")
-                _session(conn, plan.timezone, plan.async_commit)
-            results.append(_clean(conn, target, ctx, method, statement_ms))
+            results.append(_clean(work.conn, target, ctx, method, statement_ms))
     finally:
-        conn.close()
+        work.close()
     return _summary(results, options.dry_run)
 
 
@@ -129,7 +138,7 @@ def _clean(conn: psycopg.Connection, target: ResolvedTarget, ctx: JobContext, me
             result = table_run.run()
             result["checked_ms"] = target.checked_ms
         else:
-            set_timeouts(conn, min(statement_ms, ctx.budget.remaining_ms()), lock_ms)
+            bound(conn, ctx.budget, cap_ms=statement_ms, lock_timeout_ms=lock_ms, local=False)
             result = {"target": target.spec.key, "kind": "function", "function": target.display, "dry_run": dry_run,
                       **functions.call(conn, target, dry_run=dry_run), "outcome": "dry_run" if dry_run else "done"}
             if dry_run:
@@ -167,19 +176,37 @@ def _summary(results: list[dict[str, Any]], dry_run: bool) -> Report:
         status = "partial"
     else:
         status = "succeeded"
-    report: Report = {"status": status, "dry_run": dry_run,
-                      "rows_deleted": sum(r.get("rows_deleted") or 0 for r in results), "targets": results}
+    deleted = sum(r.get("rows_deleted") or 0 for r in results)
+    report: Report = {"status": status, "dry_run": dry_run, "rows_deleted": deleted, "targets": results}
     if dry_run:
         report["would_delete"] = sum(r.get("would_delete") or 0 for r in results)
+    report["summary"] = _describe_run(results, deleted, report.get("would_delete"))
     if errors:
         report["errors"] = errors
     return report
 
 
+_OUTCOME_WORDS = {"done": "done", "dry_run": "checked", "partial": "stopped at the deadline",
+                  "blocked": "blocked by a lock", "not_started": "not started (deadline)", "failed": "failed",
+                  "refused": "refused by the safety rail", "not_run": "not run (the plan has problems)"}
+
+
+def _describe_run(results: list[dict[str, Any]], deleted: int, would_delete: int | None) -> str:
+    """What the whole run did, counted over every target: `deleted 500 rows; 2 targets: 1 done,
+    1 refused by the safety rail` (never one target's "nothing was deleted" for the whole run)."""
+    by_outcome: dict[str, int] = {}
+    for r in results:
+        outcome = str(r.get("outcome"))
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    head = f"would delete {would_delete} rows" if would_delete is not None else f"deleted {deleted} rows"
+    parts = ", ".join(f"{n} {_OUTCOME_WORDS.get(o, o)}" for o, n in by_outcome.items())
+    return f"{head}; {len(results)} target{'s' if len(results) != 1 else ''}: {parts}"
+
+
 def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     """`pgkeeper plan check`: every cleanup target against the live database."""
-    _resolved, problems = _validate(conn, plan.cleanup.targets, "auto", prefix="cleanup.targets")
-    return problems
+    _resolved, problems, blocked = _validate(conn, plan.cleanup.targets, "auto", prefix="cleanup.targets")
+    return problems + [f"cleanup.targets ({key}): not checked: {why}" for key, why in blocked.items()]
 
 
 JOB = JobSpec(name="cleanup", options=CleanupOptions, run=run, check=check, preflight=preflight)

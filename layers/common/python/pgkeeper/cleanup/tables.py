@@ -214,8 +214,8 @@ class TableRun:
         rail = f"max_fraction {fraction:g}" + (f", max_rows {rows}" if rows is not None else "")
         return (f"safety rail: the condition matches {est.matching} of {est.rows} rows "
                 f"({est.fraction:.0%}, {how}) of {self.target.display}, more than allowed ({allowed}; {rail}). "
-                f"Nothing was deleted. If this is intended, set allow_large: true on the target "
-                f"(or raise max_fraction / max_rows).")
+                f"Nothing was deleted from {self.target.display}. If this is intended, set allow_large: true "
+                f"on the target (or raise max_fraction / max_rows).")
 
     def _remaining(self, pred: predicate.Predicate, walker: TidRangeWalk | KeysetWalk, rest: list[Heap]) -> int | None:
         """Matching rows the walk has not reached (sampled) plus those it skipped."""
