@@ -23,6 +23,7 @@ from psycopg import sql
 from pgkeeper import runner
 from pgkeeper.backup.errors import BackupError, VerificationError, VersionMismatchError
 from pgkeeper.backup.job import JOB, BackupOptions
+from pgkeeper.backup.manifest import Manifest
 from pgkeeper.backup.pipeline import Progress
 from pgkeeper.budget import Budget
 from pgkeeper.cli import main as cli
@@ -341,7 +342,7 @@ def test_verification_that_cannot_reach_its_server_leaves_no_pg_restore_running(
     from pgkeeper.backup.verify import verify_backup
 
     report = _run()["report"]
-    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read())
+    manifest = Manifest.parse(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read(), "m")
     with pytest.raises(psycopg.OperationalError):
         verify_backup(s3, BUCKET, manifest, pgtools.find("pg_restore"), mode="restore",
                       server_conninfo="postgresql://postgres@127.0.0.1:1/postgres", run_id="leakcheck")

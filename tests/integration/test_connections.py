@@ -5,7 +5,6 @@ target of `pgkeeper restore`); and statement_timeout capped at the time left, ca
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgkeeper.backup import pgtools
 from pgkeeper.backup.job import JOB, BackupOptions
+from pgkeeper.backup.manifest import Manifest
 from pgkeeper.backup.verify import verify_backup
 from pgkeeper.budget import Budget
 from pgkeeper.cli import main as cli
@@ -85,7 +85,7 @@ def backup(db_url, pg, aws, tmp_path, monkeypatch) -> tuple[dict, Path]:
     finally:
         ctx.db.close()
     s3 = boto3.client("s3")
-    return json.loads(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read()), path
+    return Manifest.parse(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read(), "m"), path
 
 
 def test_the_restore_test_connects_with_the_plans_timeouts_and_pgkeepers_name(backup, db_url, admin_url):

@@ -120,8 +120,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         server_version=pgtools.format_server_version(snap.server_version_num), pg_dump_version=pg_dump.version,
         snapshot_id=snap.snapshot_id, started_at=snap.started_at, counts=counts,
         extension_tables=selection.extension_tables,
-        excluded={"schemas": list(plan.exclude_schemas), "tables": list(plan.exclude_tables),
-                  "table_data": list(plan.exclude_table_data)},
+        excluded=mf.Excluded(schemas=list(plan.exclude_schemas), tables=list(plan.exclude_tables),
+                             table_data=list(plan.exclude_table_data)),
         level=plan.compression_level, threads=plan.compression_threads, run_id=ctx.run_id, label=opts.label,
         timings=timings,
     )
@@ -138,9 +138,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
         _discard(store, key, "verification failed")
         raise VerificationError(f"verification could not run: {first_line(exc)}") from exc
     timings["verify_s"] = verification["duration_s"]
-    manifest["verification"] = verification
-    manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    manifest["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # The manifest is complete only now: what verified it, every phase's time, when it finished.
+    manifest = manifest.model_copy(update={
+        "verification": verification, "timings": {k: round(v, 3) for k, v in timings.items()},
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")})
     manifest_key = store.write_manifest(key, manifest)
 
     pruned: list[str] = []
@@ -158,12 +159,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "manifest_key": manifest_key,
         "bytes_in": result.bytes_in,
         "bytes_out": result.bytes_out,
-        "ratio": manifest["ratio"],
+        "ratio": manifest.ratio,
         "sha256": result.sha256,
         "tables": len(counts),
-        "rows": manifest["rows"],
+        "rows": manifest.rows,
         "pg_dump_version": pg_dump.version,
-        "server_version": manifest["server_version"],
+        "server_version": manifest.server_version,
         "dump_s": round(result.dump_s, 3),
         "throughput_mb_s": round(mb / result.dump_s, 1) if result.dump_s > 0 else None,
         "verification": verification,

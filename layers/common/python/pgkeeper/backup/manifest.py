@@ -2,22 +2,132 @@
 
 Its presence is what makes a dump a backup (store.py). A restore, with pgkeeper or by hand,
 checks the dump's SHA-256 against `sha256` and the restored row counts against `tables`.
+
+The manifest is an on-disk format read by later versions of pgkeeper (and by people with jq):
+`format` names it and its major version. A reader accepts every major version it knows and
+ignores fields it does not (added within a major version); anything else is refused by name.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import __version__ as pgkeeper_version
+from ..errors import PgkeeperError
 from .pipeline import UploadResult
 from .snapshot import TableCount
 
-FORMAT = "pgkeeper-backup/1"
+FORMAT_NAME = "pgkeeper-backup"
+FORMAT_VERSION = 1
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
+READABLE_VERSIONS = frozenset({1})
+
+
+class ManifestError(PgkeeperError):
+    """A manifest this pgkeeper cannot read (damaged, or written in a format it does not know)."""
+
+    status = 422
+    reason = "bad_manifest"
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+
+class Archive(_Part):
+    format: Literal["custom"] = "custom"
+    pg_dump_args: list[str] = Field(default_factory=lambda: ["-Fc", "-Z0"])
+    compression: Literal["zstd"] = "zstd"
+    zstd_level: int
+    zstd_threads: int
+
+
+class TableRef(_Part):
+    schema_name: str = Field(alias="schema")
+    name: str
+
+
+class TableRows(TableRef):
+    rows: int
+
+
+class Excluded(_Part):
+    schemas: list[str] = Field(default_factory=list)
+    tables: list[str] = Field(default_factory=list)
+    table_data: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """One backup: the object, its checksum, the snapshot's exact row counts, how it was verified."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    format: str = FORMAT
+    pgkeeper_version: str = pgkeeper_version
+    key: str
+    bucket: str
+    database: str
+    server: str
+    server_version: str
+    pg_dump_version: str
+    archive: Archive
+    sha256: str
+    bytes_in: int
+    bytes_out: int
+    ratio: float | None
+    parts: int
+    part_size: int
+    snapshot: str
+    started_at: str
+    run_id: str
+    label: str | None = None
+    tables: list[TableRows]
+    rows: int
+    extension_tables: list[TableRef] = Field(default_factory=list)
+    excluded: Excluded = Field(default_factory=Excluded)
+    timings: dict[str, float] = Field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+    """How the backup was proven before this manifest was written (verify.py's report)."""
+    finished_at: str | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        name, _, version = value.partition("/")
+        if name != FORMAT_NAME or not version.isdigit() or int(version) not in READABLE_VERSIONS:
+            raise ValueError(f"{value!r} is not a backup format this pgkeeper reads "
+                             f"({', '.join(f'{FORMAT_NAME}/{v}' for v in sorted(READABLE_VERSIONS))})")
+        return value
+
+    @classmethod
+    def parse(cls, data: bytes | str, where: str) -> Manifest:
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(document)"
+            raise ManifestError(f"manifest {where} is not readable: {field}: {first['msg']} "
+                                f"({exc.error_count()} problem(s))") from None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, indent=2).encode()
+
+    def table_names(self) -> list[tuple[str, str]]:
+        return [(t.schema_name, t.name) for t in self.tables]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        return {(t.schema_name, t.name): t.rows for t in self.tables}
+
+    def dump_major(self) -> int:
+        head = self.pg_dump_version.split(".")[0]
+        return int(head) if head.isdigit() else 0
 
 
 def build(
@@ -32,49 +142,21 @@ def build(
     started_at: float,
     counts: list[TableCount],
     extension_tables: list[tuple[str, str]],
-    excluded: dict[str, list[str]],
+    excluded: Excluded,
     level: int,
     threads: int,
     run_id: str,
     label: str | None,
     timings: dict[str, float],
-) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "pgkeeper_version": pgkeeper_version,
-        "key": result.key,
-        "bucket": bucket,
-        "database": database,
-        "server": server,
-        "server_version": server_version,
-        "pg_dump_version": pg_dump_version,
-        "archive": {"format": "custom", "pg_dump_args": ["-Fc", "-Z0"], "compression": "zstd",
-                    "zstd_level": level, "zstd_threads": threads},
-        "sha256": result.sha256,
-        "bytes_in": result.bytes_in,
-        "bytes_out": result.bytes_out,
-        "ratio": round(result.bytes_in / result.bytes_out, 3) if result.bytes_out else None,
-        "parts": result.parts,
-        "part_size": result.part_size,
-        "snapshot": snapshot_id,
-        "started_at": _iso(started_at),
-        "run_id": run_id,
-        "label": label,
-        "tables": [{"schema": c.schema, "name": c.name, "rows": c.rows} for c in counts],
-        "rows": sum(c.rows for c in counts),
-        "extension_tables": [{"schema": s, "name": n} for s, n in extension_tables],
-        "excluded": excluded,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
-
-
-def tables_of(manifest: dict) -> list[tuple[str, str]]:
-    return [(t["schema"], t["name"]) for t in manifest.get("tables", [])]
-
-
-def counts_of(manifest: dict) -> dict[tuple[str, str], int]:
-    return {(t["schema"], t["name"]): int(t["rows"]) for t in manifest.get("tables", [])}
-
-
-def dump_major(manifest: dict) -> int:
-    return int(str(manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
+) -> Manifest:
+    return Manifest(
+        key=result.key, bucket=bucket, database=database, server=server, server_version=server_version,
+        pg_dump_version=pg_dump_version, archive=Archive(zstd_level=level, zstd_threads=threads),
+        sha256=result.sha256, bytes_in=result.bytes_in, bytes_out=result.bytes_out,
+        ratio=round(result.bytes_in / result.bytes_out, 3) if result.bytes_out else None,
+        parts=result.parts, part_size=result.part_size, snapshot=snapshot_id, started_at=_iso(started_at),
+        run_id=run_id, label=label, tables=[TableRows(schema_name=c.schema, name=c.name, rows=c.rows) for c in counts],
+        rows=sum(c.rows for c in counts),
+        extension_tables=[TableRef(schema_name=s, name=n) for s, n in extension_tables], excluded=excluded,
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import zstandard
 from psycopg.conninfo import conninfo_to_dict
@@ -30,6 +30,9 @@ from .pgtools import Tool, child_env, fetch_server_version_num, find, libpq_targ
 from .pipeline import StderrTail
 
 READ_SIZE = 1024 * 1024
+
+if TYPE_CHECKING:  # the manifest module imports the pipeline; restore only reads the model
+    from .manifest import Manifest
 
 
 class HashingReader:
@@ -406,7 +409,7 @@ def restore_backup(
     target: str,
     tool: Tool,
     *,
-    manifest: dict,
+    manifest: Manifest,
     with_owners: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     script: bool | None = None,
@@ -418,7 +421,6 @@ def restore_backup(
     pgkeeper's own connections to `target` use `settings` (see `target_database`).
     Returns {"tables", "rows", "mismatches": [...], "seconds", ...}; raises on any failure.
     """
-    from . import manifest as mf
     from .snapshot import count_tables
 
     db = target_database(target, settings)
@@ -426,11 +428,11 @@ def restore_backup(
         version_num = fetch_server_version_num(conn)
     body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
     sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
-    stats = stream_archive(body, [sink], expected_sha256=manifest["sha256"], hold_back=True,
+    stats = stream_archive(body, [sink], expected_sha256=manifest.sha256, hold_back=True,
                            on_progress=on_progress)
     with db.connect(autocommit=True, purpose="count") as conn:
-        restored = count_tables(conn, mf.tables_of(manifest))
-    expected = mf.counts_of(manifest)
+        restored = count_tables(conn, manifest.table_names())
+    expected = manifest.counts()
     mismatches = [{"schema": s, "name": n, "manifest": want, "restored": restored.get((s, n))}
                   for (s, n), want in expected.items() if restored.get((s, n)) != want]
     return {

@@ -11,7 +11,6 @@ and retention cost one LIST request per 1,000 objects.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import NotFoundError
+from .manifest import Manifest
 
 DUMP_SUFFIX = ".pgdump.zst"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -146,14 +146,13 @@ class BackupStore:
             raise NotFoundError(f"no complete backups under s3://{self.bucket}/{self.base}")
         return backups[0]
 
-    def read_manifest(self, ref: BackupRef) -> dict:
+    def read_manifest(self, ref: BackupRef) -> Manifest:
         body = self.s3.get_object(Bucket=self.bucket, Key=ref.manifest_key)["Body"].read()
-        return json.loads(body)
+        return Manifest.parse(body, f"s3://{self.bucket}/{ref.manifest_key}")
 
-    def write_manifest(self, dump_key: str, manifest: dict) -> str:
+    def write_manifest(self, dump_key: str, manifest: Manifest) -> str:
         key = self.manifest_key(dump_key)
-        self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/json",
-                           Body=json.dumps(manifest, indent=2, sort_keys=True).encode())
+        self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/json", Body=manifest.to_json())
         return key
 
     def delete(self, ref: BackupRef) -> None:

@@ -21,8 +21,8 @@ from ..db import Database
 from ..idents import display
 from ..log import logger
 from ..plan.database import DatabaseSettings
-from . import manifest as mf
 from .errors import ChecksumMismatchError, VerificationError
+from .manifest import Manifest
 from .pgtools import Tool, fetch_server_version_num
 from .restore import ScriptSink, Sink, list_sink, restore_sink, stream_archive, table_data_entries
 from .snapshot import count_tables
@@ -33,7 +33,7 @@ PURPOSE = "verify"
 def verify_backup(
     s3: Any,
     bucket: str,
-    manifest: dict,
+    manifest: Manifest,
     pg_restore: Tool,
     *,
     mode: str,
@@ -47,7 +47,7 @@ def verify_backup(
     if not given): the timeouts of every pgkeeper connection, `pgkeeper/backup/verify`.
     """
     started = time.monotonic()
-    body = s3.get_object(Bucket=bucket, Key=manifest["key"])["Body"]
+    body = s3.get_object(Bucket=bucket, Key=manifest.key)["Body"]
     sinks: list[Sink | ScriptSink] = [list_sink(pg_restore)]
     scratch: str | None = None
     scratch_db: Database | None = None
@@ -63,27 +63,27 @@ def verify_backup(
             sinks.append(restore_sink(pg_restore, scratch_db.conninfo, server_version_num=version_num,
                                       purpose=f"backup/{PURPOSE}"))
         try:
-            stats = stream_archive(body, sinks, expected_sha256=manifest["sha256"], hold_back=mode == "restore",
+            stats = stream_archive(body, sinks, expected_sha256=manifest.sha256, hold_back=mode == "restore",
                                    decode_all=mode == "restore")
         except ChecksumMismatchError:
             raise
         except Exception as exc:
             raise VerificationError(f"reading the backup back failed: {exc}") from exc
-        if mode == "restore" and stats.bytes_decompressed != manifest["bytes_in"]:
+        if mode == "restore" and stats.bytes_decompressed != manifest.bytes_in:
             raise VerificationError(f"the object decompresses to {stats.bytes_decompressed} bytes; pg_dump wrote "
-                                    f"{manifest['bytes_in']}")
+                                    f"{manifest.bytes_in}")
         _check_toc(sinks[0].stdout_lines, manifest)
         outcome: dict[str, Any] = {
             "mode": mode, "ok": True, "sha256": "match", "bytes_read": stats.bytes_compressed,
             # Where the full decode happened: in the pipeline (the same bytes, by the SHA-256) or here.
-            "decoded": {"bytes": manifest["bytes_in"], "where": "read-back" if mode == "restore" else "upload"},
-            "tables": len(manifest["tables"]),
+            "decoded": {"bytes": manifest.bytes_in, "where": "read-back" if mode == "restore" else "upload"},
+            "tables": len(manifest.tables),
         }
         if scratch_db is not None:
             with scratch_db.connect(autocommit=True, purpose=PURPOSE) as conn:
-                restored = count_tables(conn, mf.tables_of(manifest))
+                restored = count_tables(conn, manifest.table_names())
             wrong = [f"{display(s, n)}: manifest {want}, restored {restored.get((s, n))}"
-                     for (s, n), want in mf.counts_of(manifest).items() if restored.get((s, n)) != want]
+                     for (s, n), want in manifest.counts().items() if restored.get((s, n)) != want]
             if wrong:
                 raise VerificationError("restored row counts differ from the manifest: " + "; ".join(wrong[:10]))
             outcome["restore"] = {"rows_match": True, "rows": sum(restored.values())}
@@ -106,20 +106,20 @@ def verify_backup(
             admin.close()
 
 
-def _check_toc(lines: list[str], manifest: dict) -> None:
+def _check_toc(lines: list[str], manifest: Manifest) -> None:
     entries = table_data_entries(lines)
     if not lines:
         raise VerificationError("pg_restore --list printed nothing: the archive has no table of contents")
     missing = []
     remaining = list(entries)
-    for schema, name in mf.tables_of(manifest):
+    for schema, name in manifest.table_names():
         head = f"{schema} {name} "
         hit = next((e for e in remaining if e.startswith(head)), None)
         if hit is None:
             missing.append(display(schema, name))
         else:
             remaining.remove(hit)
-    allowed = {f"{t['schema']} {t['name']} " for t in manifest.get("extension_tables", [])}
+    allowed = {f"{t.schema_name} {t.name} " for t in manifest.extension_tables}
     extra = [e for e in remaining if not any(e.startswith(a) for a in allowed)]
     if missing:
         raise VerificationError(f"the archive lacks data for {len(missing)} counted table(s): "

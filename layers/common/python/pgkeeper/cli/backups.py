@@ -73,9 +73,8 @@ def run_list(args: argparse.Namespace) -> int:
         }
         if args.details:
             m = loc.store.read_manifest(b)
-            row.update(tables=len(m.get("tables", [])), rows=m.get("rows"), pg_dump=m.get("pg_dump_version"),
-                       server=m.get("server_version"), sha256=m.get("sha256"),
-                       verified=(m.get("verification") or {}).get("mode"))
+            row.update(tables=len(m.tables), rows=m.rows, pg_dump=m.pg_dump_version, server=m.server_version,
+                       sha256=m.sha256, verified=(m.verification or {}).get("mode"))
         rows.append(row)
     if args.json:
         print(json.dumps({"bucket": loc.store.bucket, "prefix": loc.store.base, "backups": rows,

@@ -13,7 +13,6 @@ import time
 
 import psycopg
 
-from ..backup import manifest as mf
 from ..backup import pgtools
 from ..backup.errors import BackupError, RestoreError, VerificationError
 from ..backup.restore import restore_backup, user_tables
@@ -75,7 +74,7 @@ def run_restore(args: argparse.Namespace) -> int:
     ref = store.latest() if args.latest else store.find(args.key)
     manifest = store.read_manifest(ref)
     tool = pgtools.find("pg_restore")
-    pgtools.check_restore_version(tool, mf.dump_major(manifest))
+    pgtools.check_restore_version(tool, manifest.dump_major())
     target = session_conninfo(args.to)
     where = redact(target)
     # pgkeeper's connections to the target get the plan's timeouts, if a plan is named; else the defaults.
@@ -87,8 +86,8 @@ def run_restore(args: argparse.Namespace) -> int:
     if not args.allow_nonempty and existing:
         raise ConfigError(f"{where} already has {existing} table(s)/view(s)/sequence(s): restore into an empty "
                           "database (createdb NAME) or pass --allow-nonempty")
-    print(f"restoring s3://{store.bucket}/{ref.key} ({ref.size / 1e6:.1f} MB, taken {manifest.get('started_at')}, "
-          f"{len(manifest.get('tables', []))} tables) into {where}", file=sys.stderr)
+    print(f"restoring s3://{store.bucket}/{ref.key} ({ref.size / 1e6:.1f} MB, taken {manifest.started_at}, "
+          f"{len(manifest.tables)} tables) into {where}", file=sys.stderr)
     progress = ProgressLine(ref.size)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
