@@ -22,7 +22,7 @@ from common import percentile
 
 from pgkeeper.budget import Budget
 from pgkeeper.cache.connect import CacheTarget, open_client
-from pgkeeper.cache.invalidate import Invalidator
+from pgkeeper.cache.invalidate import Invalidator, PatternResult
 from pgkeeper.plan.cache import CachePlan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,13 +100,13 @@ def _pgkeeper_clear(target: CacheTarget, settings: CachePlan, pattern: str) -> d
     inv = Invalidator(client, settings, Budget(600, reserve_s=0))
     try:
         inv.ping()
-        entry: dict = {}
+        entry = PatternResult(pattern=pattern)
         t0 = time.perf_counter()
         inv.clear(pattern, entry)
         elapsed = time.perf_counter() - t0
     finally:
         client.close()
-    deleted = entry["keys_deleted"]
+    deleted = entry.keys_deleted
     return {"deleted": deleted, "s": round(elapsed, 3), "keys_per_s": round(deleted / elapsed),
             "calls": inv.calls, "max_call_ms": round(inv.max_call_ms, 2), "max_unlink_keys": inv.max_unlink_keys}
 

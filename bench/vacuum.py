@@ -112,7 +112,7 @@ def time_health(url: str, runs: int = 3) -> tuple[float, float, dict]:
     for _ in range(runs):
         with psycopg.connect(url, autocommit=True) as c:  # a fresh connection each time, like a Lambda call
             t0 = time.monotonic()
-            report = build_report(c, Plan())
+            report = build_report(c, Plan()).model_dump(mode="json")
             times.append(time.monotonic() - t0)
     return times[0], statistics.median(times), report
 

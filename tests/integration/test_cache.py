@@ -23,6 +23,7 @@ from upstash_adapter import UpstashAdapter
 from pgkeeper import cache
 from pgkeeper.budget import Budget
 from pgkeeper.errors import JobFailedError, PlanError
+from pgkeeper.jobs import as_dict
 from pgkeeper.log import metrics
 from pgkeeper.plan import Plan, parse_plan
 from pgkeeper.refresh.job import JOB as REFRESH
@@ -114,7 +115,7 @@ def test_only_the_refreshed_views_matching_keys_go_and_versions_are_bumped(backe
         "mv_dashboard_companions": {"patterns": [f"{ns}dashboard:*"], "version_keys": [f"{ns}dashboard:version"]},
         "mv_user_stats": {"patterns": [f"{ns}user:*"]},
     })
-    report = cache.invalidate_after_refresh(plan, [plan.refresh.views[0]], Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, [plan.refresh.views[0]], Budget(60)))
 
     assert report["status"] == "succeeded" and report["backend"] == backend
     [view] = report["views"]
@@ -131,7 +132,7 @@ def test_version_key_outside_the_patterns_is_bumped_and_kept(backend, r, ns):
     r.set(f"{ns}v:dash", 41)
     seed(r, [f"{ns}dash:{i}" for i in range(5)])
     plan = make_plan({"mv": {"patterns": [f"{ns}dash:*"], "version_keys": [f"{ns}v:dash", f"{ns}v:new"]}})
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     assert report["status"] == "succeeded"
     assert r.get(f"{ns}v:dash") == "42" and r.get(f"{ns}v:new") == "1", "a missing version key starts at 1"
     assert report["keys_deleted"] == 5 and report["versions_bumped"] == 2
@@ -140,7 +141,7 @@ def test_version_key_outside_the_patterns_is_bumped_and_kept(backend, r, ns):
 def test_views_without_cache_keys_mean_no_cache_work_at_all(no_cache_env):
     plan = parse_plan({"refresh": {"views": [{"name": "mv_plain"}]}}, base_dir=Path("."), source="t")
     assert cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)) is None
-    assert cache.clear_all(plan, Budget(60))["status"] == "succeeded"
+    assert cache.clear_all(plan, Budget(60)).status == "succeeded"
 
 
 def test_100k_matching_keys_are_cleared_in_bounded_batches(backend, r, ns):
@@ -150,7 +151,7 @@ def test_100k_matching_keys_are_cleared_in_bounded_batches(backend, r, ns):
     seed(r, others)
     plan = make_plan({"mv": {"patterns": [f"{ns}dash:*"]}}, batch_size=500, scan_count=1000)
 
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(120))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(120)))
 
     assert report["status"] == "succeeded", report.get("errors")
     assert report["keys_deleted"] == 100_000
@@ -172,7 +173,7 @@ def test_command_error_fails_that_item_but_the_rest_is_still_invalidated(backend
         "mv_a": {"patterns": [f"{ns}a:*"], "version_keys": [f"{ns}v:broken", f"{ns}v:ok"]},
         "mv_b": {"patterns": [f"{ns}b:*"]},
     })
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
 
     assert report["status"] == "failed"
     a, b = report["views"]
@@ -187,7 +188,7 @@ def test_a_key_that_is_not_utf8_is_cleared_or_reported_never_a_crash(backend, r,
     raw = redis.Redis(connection_pool=r.connection_pool)  # same DB, bytes in and out
     raw.set(ns.encode() + b"bin:\xff\xfe", b"x")
     plan = make_plan({"mv_bin": {"patterns": [f"{ns}bin:*"]}, "mv_next": {"version_keys": [f"{ns}v"]}})
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     if backend == "redis":
         assert report["status"] == "succeeded" and report["keys_deleted"] == 1
     else:  # upstash-redis decodes every key as UTF-8: the view fails with a reason, the next one still runs
@@ -207,7 +208,7 @@ def test_cache_down_gives_a_failed_report_not_an_exception(kind, no_cache_env, r
     plan = make_plan({"mv_a": {"patterns": [f"{ns}a:*"]}, "mv_b": {"version_keys": [f"{ns}v"]}})
     metrics.clear_metrics()
 
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
 
     assert report["status"] == "failed" and report["backend"] == kind
     assert any("unreachable" in e for e in report["errors"])
@@ -230,7 +231,7 @@ def test_a_cache_that_accepts_but_never_answers_times_out(kind, no_cache_env, ns
             no_cache_env.setenv("UPSTASH_REDIS_REST_URL", f"http://127.0.0.1:{port}")
             no_cache_env.setenv("UPSTASH_REDIS_REST_TOKEN", TOKEN)
         plan = make_plan({"mv": {"patterns": [f"{ns}a:*"]}}, timeout_ms=300, connect_timeout_ms=300)
-        report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+        report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     assert report["status"] == "failed"
     assert "Timeout" in " ".join(report["errors"]), report["errors"]
 
@@ -238,7 +239,7 @@ def test_a_cache_that_accepts_but_never_answers_times_out(kind, no_cache_env, ns
 def test_no_call_starts_that_cannot_finish_before_the_deadline(backend, r, ns):
     seed(r, [f"{ns}a:{i}" for i in range(10)])
     plan = make_plan({"mv": {"patterns": [f"{ns}a:*"]}}, timeout_ms=2000, connect_timeout_ms=2000)
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(3, reserve_s=0))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(3, reserve_s=0)))
     assert report["status"] == "failed" and report["calls"] == 0
     assert "remaining time" in " ".join(report["errors"])
     assert count(r, f"{ns}a:*") == 10
@@ -249,7 +250,7 @@ def test_wrong_upstash_token_fails_the_invalidation_once(no_cache_env, adapter, 
     no_cache_env.setenv("UPSTASH_REDIS_REST_TOKEN", "not-the-token")
     seed(r, [f"{ns}a:1"])
     plan = make_plan({"mv_a": {"patterns": [f"{ns}a:*"]}, "mv_b": {"patterns": [f"{ns}b:*"]}})
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     assert report["status"] == "failed" and report["calls"] == 1
     assert "Unauthorized" in report["errors"][0] and "not-the-token" not in json.dumps(report)
     assert r.exists(f"{ns}a:1") == 1
@@ -257,7 +258,7 @@ def test_wrong_upstash_token_fails_the_invalidation_once(no_cache_env, adapter, 
 
 def test_no_configured_backend_is_a_clear_failed_report(no_cache_env):
     plan = make_plan({"mv": {"patterns": ["dash:*"]}})
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     assert report["status"] == "failed"
     assert "UPSTASH_REDIS_REST_URL" in report["errors"][0] and "REDIS_URL" in report["errors"][0]
     assert report["views"][0]["status"] == "not_attempted"
@@ -269,7 +270,7 @@ def test_clear_all_clears_every_views_keys(backend, r, ns):
         "mv_a": {"patterns": [f"{ns}a:*"], "version_keys": [f"{ns}v:a"]},
         "mv_b": {"patterns": [f"{ns}b:*", f"{ns}a:*"]},
     })
-    report = cache.clear_all(plan, Budget(60))
+    report = as_dict(cache.clear_all(plan, Budget(60)))
     assert report["status"] == "succeeded" and report["action"] == "clear"
     assert report["keys_deleted"] == 60 and report["versions_bumped"] == 1
     assert count(r, f"{ns}a:*") == 0 and count(r, f"{ns}b:*") == 0 and r.get(f"{ns}keep") == "cached"
@@ -287,7 +288,7 @@ def test_cache_url_and_token_from_secrets_manager(kind, aws, no_cache_env, cache
     no_cache_env.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # the secret wins over env
     seed(r, [f"{ns}a:{i}" for i in range(3)])
     plan = make_plan({"mv": {"patterns": [f"{ns}a:*"]}})
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     assert report["status"] == "succeeded" and report["backend"] == kind and report["keys_deleted"] == 3
 
 
@@ -295,7 +296,7 @@ def test_rest_token_is_never_sent_over_plain_http_to_a_remote_host(no_cache_env)
     no_cache_env.setenv("UPSTASH_REDIS_REST_URL", "http://cache.example.com")
     no_cache_env.setenv("UPSTASH_REDIS_REST_TOKEN", TOKEN)
     plan = make_plan({"mv": {"patterns": ["dash:*"]}})
-    report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+    report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     assert report["status"] == "failed" and "https://" in report["errors"][0]
     assert TOKEN not in json.dumps(report)
 
@@ -374,7 +375,7 @@ def test_cache_lost_mid_clear_reports_what_was_done_and_stops(no_cache_env, cach
     no_cache_env.setenv("REDIS_URL", f"redis://127.0.0.1:{proxy.port}/{CACHE_DB}")
     plan = make_plan({"mv_a": {"patterns": [f"{ns}a:*"]}, "mv_b": {"patterns": [f"{ns}b:*"]}}, scan_count=1000)
     try:
-        report = cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60))
+        report = as_dict(cache.invalidate_after_refresh(plan, plan.refresh.views, Budget(60)))
     finally:
         proxy.close()
 

@@ -74,7 +74,7 @@ def test_health_finds_planted_problems(pg, db_url, tmp_path):
         idle.execute("SELECT 1")  # BEGIN ... and then nothing: idle in transaction
         idle_pid = idle.info.backend_pid
         with psycopg.connect(db_url, autocommit=True) as conn:
-            report = build_report(conn, plan)
+            report = build_report(conn, plan).model_dump(mode="json")
     finally:
         idle.close()
 
@@ -106,7 +106,7 @@ def test_health_reports_nothing_severe_on_clean_database(pg, db_url, tmp_path):
     load_clean(pg)
     plan = plan_with({"expected_indexes": [{"table": "orders", "columns": ["customer_id"]}]}, tmp_path)
 
-    report = build_report(pg, plan)
+    report = build_report(pg, plan).model_dump(mode="json")
 
     assert severe(report, pg) == []
     assert report["counts"]["critical"] == 0
@@ -122,7 +122,7 @@ def test_health_check_behind_a_lock_says_not_checked_instead_of_waiting(pg, db_u
     try:
         holder.execute("ALTER SEQUENCE busy_seq RESTART WITH 10")  # ACCESS EXCLUSIVE until commit
 
-        report = build_report(pg, plan_with({}, tmp_path))
+        report = build_report(pg, plan_with({}, tmp_path)).model_dump(mode="json")
 
         assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     finally:
@@ -136,7 +136,7 @@ def test_sequence_close_to_its_column_limit_is_critical(pg, tmp_path):
     pg.execute("CREATE TABLE events (id serial PRIMARY KEY, v text)")
     pg.execute("SELECT setval('events_id_seq', 2000000000)")  # 93% of int4, 0.00002% of the bigint sequence
 
-    report = build_report(pg, plan_with({}, tmp_path))
+    report = build_report(pg, plan_with({}, tmp_path)).model_dump(mode="json")
 
     [seq] = findings(report, "sequences")
     assert (seq["object"], seq["severity"]) == ("public.events_id_seq", "critical")

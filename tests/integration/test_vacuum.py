@@ -349,7 +349,7 @@ def test_toast_freeze_max_age_counts_in_the_selection_and_the_health_report_alik
     make_table(pg, "default_limit", rows=1000)
     burn_xids(pg, 60_000)
 
-    health = build_report(pg, get_plan())
+    health = build_report(pg, get_plan()).model_dump(mode="json")
     result = run()
 
     assert [(t["table"], t["action"], t["outcome"]) for t in result["report"]["tables"]] == [

@@ -6,29 +6,84 @@ raises for a cache problem: the refresh already happened, so a dead or misconfig
 becomes `status: failed` in this report (and the CacheInvalidationFailed metric), which the
 refresh job turns into a `partial` run.
 
-Report: {status, backend, where, views: [{view, status, keys_deleted, versions_bumped, versions,
-patterns, duration_ms, errors}], keys_deleted, versions_bumped, calls, max_call_ms,
-max_unlink_keys, duration_ms, errors?}.
+Report (`CacheReport`): {action, backend?, where?, status, views: [{view, status, keys_deleted,
+versions_bumped, versions, patterns, duration_ms, errors}], keys_deleted, versions_bumped, calls,
+max_call_ms, max_unlink_keys, duration_ms, errors?}; `backend` and `where` once a client was opened,
+`errors` when it failed. `clear_all` with nothing to clear answers `NothingToClear`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import ClassVar, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import ConfigDict, Field
 
 from ..budget import Budget
 from ..errors import ConfigError
+from ..jobs import JobReport
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
 from .client import CacheCommandError, CacheError
-from .invalidate import CacheBudgetError, Invalidator, ViewResult, ViewWork
+from .invalidate import (
+    CacheBudgetError,
+    CacheViewResult,
+    CacheViewStatus,
+    Invalidator,
+    PatternResult,
+    SparseModel,
+    ViewWork,
+)
 
-__all__ = ["invalidate_after_refresh", "clear_all", "check"]
+__all__ = ["invalidate_after_refresh", "clear_all", "check", "CacheAction", "CacheStatus", "CacheReport",
+           "NothingToClear", "CacheViewResult", "CacheViewStatus", "PatternResult"]
+
+CacheAction = Literal["invalidate", "clear"]
+CacheStatus = Literal["succeeded", "failed"]
 
 
-def invalidate_after_refresh(plan: Plan, views: list[ViewSpec], budget: Budget) -> dict[str, Any] | None:
+class CacheReport(JobReport, SparseModel):
+    """The cache's report: `report.cache` of a refresh, and the whole report of a `clear_cache` run
+    (so a JobReport; `duration_s` only once the runner adds the run's own)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "backend", "where", "errors"})
+    ORDER: ClassVar[tuple[str, ...]] = (
+        "action", "backend", "where", "status", "views", "keys_deleted", "versions_bumped", "calls",
+        "max_call_ms", "max_unlink_keys", "duration_ms", "errors")
+
+    action: CacheAction
+    backend: str | None = None
+    """redis | upstash, once a client was opened."""
+    where: str | None = None
+    """host[:port], never a password."""
+    status: CacheStatus
+    views: list[CacheViewResult] = Field(default_factory=list)
+    keys_deleted: int = 0
+    versions_bumped: int = 0
+    calls: int = 0
+    max_call_ms: float = 0.0
+    max_unlink_keys: int = 0
+    duration_ms: float = 0.0
+    """The invalidation's own time, rounded to 0.1 ms."""
+
+
+class NothingToClear(JobReport, SparseModel):
+    """`clear_all` when no view in the plan names cache keys: nothing to connect to, nothing done."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "errors"})
+    ORDER: ClassVar[tuple[str, ...]] = ("status", "views", "keys_deleted", "versions_bumped", "note")
+
+    status: Literal["succeeded"] = "succeeded"
+    views: list[CacheViewResult] = Field(default_factory=list)
+    keys_deleted: int = 0
+    versions_bumped: int = 0
+    note: str = "no view in the plan names cache keys"
+
+
+def invalidate_after_refresh(plan: Plan, views: list[ViewSpec], budget: Budget) -> CacheReport | None:
     """Invalidate the cache keys of `views` (each refreshed successfully). None: nothing configured."""
     work = _work(views)
     if not work:
@@ -36,12 +91,11 @@ def invalidate_after_refresh(plan: Plan, views: list[ViewSpec], budget: Budget) 
     return _run(plan, work, budget, action="invalidate")
 
 
-def clear_all(plan: Plan, budget: Budget) -> dict[str, Any]:
+def clear_all(plan: Plan, budget: Budget) -> CacheReport | NothingToClear:
     """Clear every pattern / bump every version key of the plan's views, without refreshing."""
     work = _work(plan.refresh.views)
     if not work:
-        return {"status": "succeeded", "views": [], "keys_deleted": 0, "versions_bumped": 0,
-                "note": "no view in the plan names cache keys"}
+        return NothingToClear()
     return _run(plan, work, budget, action="clear")
 
 
@@ -68,12 +122,13 @@ def _work(views: list[ViewSpec]) -> list[ViewWork]:
     return [ViewWork(v.name, list(v.cache.patterns), list(v.cache.version_keys)) for v in views if v.cache]
 
 
-def _run(plan: Plan, work: list[ViewWork], budget: Budget, *, action: str) -> dict[str, Any]:
+def _run(plan: Plan, work: list[ViewWork], budget: Budget, *, action: CacheAction) -> CacheReport:
     from .connect import open_client
 
     started = time.perf_counter()
-    results: list[ViewResult] = []
-    report: dict[str, Any] = {"action": action}
+    results: list[CacheViewResult] = []
+    backend: str | None = None
+    where: str | None = None
     errors: list[str] = []  # run-level: no cache configured, PING failed, crash
     inv: Invalidator | None = None
     try:
@@ -81,7 +136,7 @@ def _run(plan: Plan, work: list[ViewWork], budget: Budget, *, action: str) -> di
     except ConfigError as exc:
         errors.append(str(exc))
     else:
-        report.update(backend=client.backend, where=client.where)
+        backend, where = client.backend, client.where
         inv = Invalidator(client, plan.cache, budget)
         try:
             try:
@@ -110,35 +165,37 @@ def _run(plan: Plan, work: list[ViewWork], budget: Budget, *, action: str) -> di
     done = {r.view for r in results}
     for item in work:
         if item.view not in done:
-            results.append(ViewResult(item.view, errors=[f"not attempted: {stop}"]))
+            results.append(CacheViewResult(view=item.view, errors=[f"not attempted: {stop}"]))
     # A view never attempted says why in its own entry; the run's errors are what went wrong.
     errors.extend(f"{r.view}: {e}" for r in results if r.status != "not_attempted" for e in r.errors)
     failed = bool(errors) or any(r.status != "succeeded" for r in results)
-    report.update(
+    report = CacheReport(
+        action=action,
+        backend=backend,
+        where=where,
         status="failed" if failed else "succeeded",
-        views=[r.to_dict() for r in results],
+        views=results,
         keys_deleted=sum(r.keys_deleted for r in results),
         versions_bumped=sum(r.versions_bumped for r in results),
         calls=inv.calls if inv else 0,
         max_call_ms=round(inv.max_call_ms, 2) if inv else 0.0,
         max_unlink_keys=inv.max_unlink_keys if inv else 0,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        errors=list(dict.fromkeys(errors)) if failed else [],  # serialised only when it failed
     )
-    if failed:
-        report["errors"] = list(dict.fromkeys(errors))
     _emit(report)
     return report
 
 
-def _emit(report: dict[str, Any]) -> None:
+def _emit(report: CacheReport) -> None:
     """KeysInvalidated every run; CacheInvalidationFailed 1 or 0, so an alarm can sum it."""
-    metrics.add_metric(name="KeysInvalidated", unit=MetricUnit.Count, value=report["keys_deleted"])
-    metrics.add_metric(name="CacheVersionsBumped", unit=MetricUnit.Count, value=report["versions_bumped"])
+    metrics.add_metric(name="KeysInvalidated", unit=MetricUnit.Count, value=report.keys_deleted)
+    metrics.add_metric(name="CacheVersionsBumped", unit=MetricUnit.Count, value=report.versions_bumped)
     metrics.add_metric(name="CacheInvalidationFailed", unit=MetricUnit.Count,
-                       value=1 if report["status"] == "failed" else 0)
-    summary = {k: report.get(k) for k in ("action", "backend", "where", "status", "keys_deleted",
-                                          "versions_bumped", "calls", "max_call_ms", "duration_ms")}
-    if report["status"] == "failed":
-        logger.warning("cache invalidation failed", extra={"cache": summary, "errors": report.get("errors")})
+                       value=1 if report.status == "failed" else 0)
+    summary = {k: getattr(report, k) for k in ("action", "backend", "where", "status", "keys_deleted",
+                                               "versions_bumped", "calls", "max_call_ms", "duration_ms")}
+    if report.status == "failed":
+        logger.warning("cache invalidation failed", extra={"cache": summary, "errors": report.errors})
     else:
         logger.info("cache invalidated", extra={"cache": summary})

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from ..budget import Budget
 from ..plan.cache import CachePlan
@@ -35,23 +37,60 @@ class ViewWork:
     version_keys: list[str]
 
 
-@dataclass
-class ViewResult:
+CacheViewStatus = Literal["succeeded", "failed", "not_attempted"]
+"""How one view's invalidation ended (`not_attempted`: the cache was lost or time ran out before it)."""
+
+
+class SparseModel(BaseModel):
+    """A report model serialised exactly as the dict it replaced: keys named in `SPARSE` are left out
+    while they have nothing to say (None, False or an empty list), and `ORDER`, when set, is the order
+    of the keys (a subclass of JobReport would otherwise lead with the envelope's fields)."""
+
+    SPARSE: ClassVar[frozenset[str]] = frozenset()
+    ORDER: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _sparse(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.ORDER:
+            data = {**{k: data[k] for k in self.ORDER if k in data},
+                    **{k: v for k, v in data.items() if k not in self.ORDER}}
+        return {k: v for k, v in data.items() if k not in self.SPARSE or not _nothing(v)}
+
+
+def _nothing(value: Any) -> bool:
+    return value is None or value is False or (isinstance(value, list) and not value)
+
+
+class PatternResult(SparseModel):
+    """One pattern of a view: the keys UNLINKed as Redis confirmed them, and whether the SCAN came
+    round (`complete`); `note` when an earlier view of the run already cleared it, `error` when a
+    command failed."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"note", "error"})
+
+    pattern: str
+    keys_deleted: int = 0
+    complete: bool = False
+    note: str | None = None
+    error: str | None = None
+
+
+class CacheViewResult(BaseModel):
+    """One view's invalidation: its version keys bumped (new values), its patterns cleared."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     view: str
-    status: str = "not_attempted"
+    status: CacheViewStatus = "not_attempted"
     keys_deleted: int = 0
     versions_bumped: int = 0
-    versions: dict[str, int] = field(default_factory=dict)
-    patterns: list[dict[str, Any]] = field(default_factory=list)
+    versions: dict[str, int] = Field(default_factory=dict)
+    patterns: list[PatternResult] = Field(default_factory=list)
     duration_ms: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "view": self.view, "status": self.status, "keys_deleted": self.keys_deleted,
-            "versions_bumped": self.versions_bumped, "versions": self.versions, "patterns": self.patterns,
-            "duration_ms": round(self.duration_ms, 1), "errors": self.errors,
-        }
+    """Rounded to 0.1 ms."""
+    errors: list[str] = Field(default_factory=list)
 
 
 class Invalidator:
@@ -89,12 +128,12 @@ class Invalidator:
         [value] = self.call([["INCR", key]])
         return int(value)
 
-    def clear(self, pattern: str, entry: dict[str, Any]) -> None:
+    def clear(self, pattern: str, entry: PatternResult) -> None:
         """UNLINK every key matching `pattern`, counting into `entry` as Redis confirms deletions
         (so a run cut short still reports what it did); `complete` once the SCAN came round."""
-        entry.update(keys_deleted=0, complete=False)
+        entry.keys_deleted, entry.complete = 0, False
         if pattern in self._cleared:
-            entry.update(complete=True, note="already cleared earlier in this run")
+            entry.complete, entry.note = True, "already cleared earlier in this run"
             return
         batch, count = self.settings.batch_size, self.settings.scan_count
         cursor: int | None = 0  # None: the SCAN has come back to 0, only UNLINKs remain
@@ -105,24 +144,24 @@ class Invalidator:
             if cursor is not None:
                 commands.append(["SCAN", cursor, "MATCH", pattern, "COUNT", count])
             replies = self.call(commands)
-            entry["keys_deleted"] += sum(int(r) for r in replies[:len(chunks)])
+            entry.keys_deleted += sum(int(r) for r in replies[:len(chunks)])
             self.max_unlink_keys = max([self.max_unlink_keys, *(len(c) for c in chunks)])
             pending = []
             if cursor is not None:
                 next_cursor, keys = replies[-1]
                 pending = list(keys)
                 cursor = None if int(next_cursor) == 0 else int(next_cursor)
-        entry["complete"] = True
+        entry.complete = True
         self._cleared.add(pattern)
 
-    def run_view(self, work: ViewWork) -> ViewResult:
+    def run_view(self, work: ViewWork) -> CacheViewResult:
         """Version keys first (readers switch to fresh keys at once), then the old keys go.
 
         A command error (a version key holding a non-integer) fails that item and the view, and the
         rest of the view still runs. Losing the cache or running out of time fails the view and sets
         `stopped`: the caller attempts no further view.
         """
-        result = ViewResult(work.view)
+        result = CacheViewResult(view=work.view)
         t0 = time.perf_counter()
         try:
             for key in work.version_keys:
@@ -131,18 +170,18 @@ class Invalidator:
                 except CacheCommandError as exc:
                     result.errors.append(f"INCR {key}: {exc}")
             for pattern in work.patterns:
-                entry: dict[str, Any] = {"pattern": pattern}
+                entry = PatternResult(pattern=pattern)
                 result.patterns.append(entry)
                 try:
                     self.clear(pattern, entry)
                 except CacheCommandError as exc:
-                    entry["error"] = str(exc)
+                    entry.error = str(exc)
                     result.errors.append(f"clear {pattern}: {exc}")
         except CacheError as exc:  # unavailable or out of time: nothing more will get through
             result.errors.append(str(exc))
             self.stopped = str(exc)
         result.versions_bumped = len(result.versions)
-        result.keys_deleted = sum(e.get("keys_deleted", 0) for e in result.patterns)
-        result.duration_ms = (time.perf_counter() - t0) * 1000
+        result.keys_deleted = sum(e.keys_deleted for e in result.patterns)
+        result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
         result.status = "failed" if result.errors else "succeeded"
         return result

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_health(args: argparse.Namespace) -> int:
-    from ..health import SEVERITIES, build_report, summarize
+    from ..health import Severity, build_report, summarize
     from ..log import logger
 
     plan = load_plan(args.plan) if args.plan else Plan()
@@ -39,10 +39,10 @@ def run_health(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
         print("\n".join(summarize(report, verbose=args.all)))
-    if args.fail_on != "never" and SEVERITIES.index(report["status"]) >= SEVERITIES.index(args.fail_on):
-        print(f"pgkeeper health: {report['status']} (--fail-on {args.fail_on})", file=sys.stderr)
+    if args.fail_on != "never" and report.status.rank >= Severity(args.fail_on).rank:
+        print(f"pgkeeper health: {report.status} (--fail-on {args.fail_on})", file=sys.stderr)
         return 1
     return 0

@@ -15,18 +15,20 @@ connection of its own, bounded by the Lambda deadline; views not reached are rep
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
 from psycopg import sql
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import cache
+from ..cache import CacheReport, NothingToClear
+from ..cache.invalidate import SparseModel
 from ..errors import EventError, PgkeeperError, first_line
 from ..idents import QualifiedName, display, qualify
-from ..jobs import JobContext, JobSpec, Options
+from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
 from ..plan.base import SqlName
@@ -73,29 +75,60 @@ class ViewTarget(QualifiedName):
     definition_error: str | None = None
 
 
-@dataclass
-class ViewReport:
+ViewOutcome = Literal["refreshed", "repaired", "failed", "skipped", "not_done"]
+"""How one view ended: `skipped` is a dry run's, `not_done` a view the deadline left for next time."""
+
+RefreshMode = Literal["concurrent", "plain"]
+ViewMode = Literal["concurrent", "plain", "repaired"]
+
+
+class ViewReport(SparseModel):
+    """One view in the report; `repaired_because` and `planned` only when there is something to say."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"repaired_because", "planned"})
+
     name: str
-    mode: str | None = None
-    """concurrent | plain | repaired (what was used, or in a dry run what would be)"""
+    mode: ViewMode | None = None
+    """What was used, or in a dry run what would be."""
     duration_ms: int | None = None
     rows: int | None = None
-    outcome: str = "not_done"
-    """refreshed | repaired | failed | skipped | not_done"""
+    outcome: ViewOutcome = "not_done"
     error: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
     repaired_because: str | None = None
     planned: str | None = None
-    """dry runs: what a real run would do"""
+    """Dry runs: what a real run would do."""
 
-    def as_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "mode": self.mode, "duration_ms": self.duration_ms, "rows": self.rows,
-               "outcome": self.outcome, "error": self.error, "warnings": self.warnings}
-        if self.repaired_because is not None:
-            out["repaired_because"] = self.repaired_because
-        if self.planned is not None:
-            out["planned"] = self.planned
-        return out
+
+class CacheNotRun(BaseModel):
+    """`report.cache` when invalidation could not even start (e.g. the cache's secret unreadable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["failed"] = "failed"
+    error: str
+
+
+class RefreshReport(JobReport, SparseModel):
+    """A refresh run's report, serialised as the dict it replaced: `stopped_at_deadline` only when it
+    did, `duration_s` only once the runner adds the run's own."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "stopped_at_deadline"})
+    ORDER: ClassVar[tuple[str, ...]] = ("status", "dry_run", "views", "refreshed", "repaired", "failed",
+                                        "not_done", "errors", "cache", "stopped_at_deadline")
+
+    dry_run: bool
+    views: list[ViewReport]
+    """In processing order: views rebuilt together with another one follow it; views not reached last."""
+    refreshed: int
+    repaired: int
+    failed: int
+    not_done: list[str]
+    cache: CacheReport | CacheNotRun | None = None
+    """None: no view that refreshed names cache keys (or a dry run)."""
+    stopped_at_deadline: bool = False
 
 
 def preflight(plan: Plan, opts: RefreshOptions, conn: psycopg.Connection) -> None:
@@ -118,7 +151,7 @@ def preflight(plan: Plan, opts: RefreshOptions, conn: psycopg.Connection) -> Non
                          f"(known: {', '.join(known.values()) or 'none'})", reason="unknown_views")
 
 
-def run(ctx: JobContext) -> dict[str, Any]:
+def run(ctx: JobContext) -> RefreshReport | CacheReport | NothingToClear:
     opts: RefreshOptions = ctx.options
     if opts.clear_cache:
         return cache.clear_all(ctx.plan, ctx.budget)  # its report carries the status
@@ -142,7 +175,7 @@ class _Refresh:
 
     # -- the run ---------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RefreshReport:
         self.catalog = Catalog.load(self.session.conn)
         order = self._ordered(self._targets())
         stopped = False
@@ -297,7 +330,8 @@ class _Refresh:
         report.rows = self._count(rel)
         return None
 
-    def _mode(self, t: ViewTarget, rel: Relation, keys: list, report: ViewReport) -> tuple[str | None, str | None]:
+    def _mode(self, t: ViewTarget, rel: Relation, keys: list,
+              report: ViewReport) -> tuple[RefreshMode | None, str | None]:
         """CONCURRENTLY when possible; `concurrently: true` on a view that cannot is an error, not a
         silent blocking refresh: the plan promised its readers would never wait."""
         if t.spec.concurrently is False:
@@ -392,7 +426,7 @@ class _Refresh:
     def _fail(self, report: ViewReport, error: str) -> None:
         report.outcome, report.error = "failed", error
 
-    def _classify(self, exc: psycopg.Error, view: str, doing: str) -> tuple[str, str]:
+    def _classify(self, exc: psycopg.Error, view: str, doing: str) -> tuple[Literal["failed", "not_done"], str]:
         """(outcome, message) for a server error, decided by SQLSTATE."""
         if isinstance(exc, psycopg.errors.LockNotAvailable):
             return "failed", (f"lock not granted within {self.session.lock_timeout_ms} ms during {doing}: another "
@@ -404,51 +438,49 @@ class _Refresh:
                               f"database.statement_timeout_s) reached during {doing}")
         return "failed", f"{doing} failed: {_pg_message(exc)}"
 
-    def _report(self, stopped: bool) -> dict[str, Any]:
+    def _report(self, stopped: bool) -> RefreshReport:
         # Processing order: views rebuilt together with another one follow it; views not reached last.
         reports = list(self.results.values())
         failed = [r for r in reports if r.outcome == "failed"]
         not_done = [r.name for r in reports if r.outcome == "not_done"]
         errors = [f"{r.name}: {r.error}" for r in failed]
-        cache_report = None
+        cache_report: CacheReport | CacheNotRun | None = None
         if not self.opts.dry_run:
             done = [self.specs.get(key) or ViewSpec(name=r.name)
                     for key, r in self.results.items() if r.outcome in ("refreshed", "repaired")]
             if done:
                 cache_report = self._invalidate(done)
             self._metrics(reports)
-        status = "succeeded"
+        status: JobOutcome = "succeeded"
         if not_done:
             status = "partial"
             errors.append(f"stopped before the deadline; not done: {', '.join(not_done)}")
-        if cache_report is not None and cache_report.get("status") == "failed":
+        if cache_report is not None and cache_report.status == "failed":
             status = "partial"
-            errors.append("views refreshed, but cache invalidation failed: "
-                          + str(cache_report.get("error") or cache_report.get("errors") or "see report.cache"))
+            detail = cache_report.error if isinstance(cache_report, CacheNotRun) else cache_report.errors
+            errors.append("views refreshed, but cache invalidation failed: " + str(detail or "see report.cache"))
         if failed:
             status = "failed"
-        report: dict[str, Any] = {
-            "status": status,
-            "dry_run": self.opts.dry_run,
-            "views": [r.as_dict() for r in reports],
-            "refreshed": sum(r.outcome == "refreshed" for r in reports),
-            "repaired": sum(r.outcome == "repaired" for r in reports),
-            "failed": len(failed),
-            "not_done": not_done,
-            "errors": errors,
-            "cache": cache_report,
-        }
-        if stopped:
-            report["stopped_at_deadline"] = True
-        return report
+        return RefreshReport(
+            status=status,
+            dry_run=self.opts.dry_run,
+            views=reports,
+            refreshed=sum(r.outcome == "refreshed" for r in reports),
+            repaired=sum(r.outcome == "repaired" for r in reports),
+            failed=len(failed),
+            not_done=not_done,
+            errors=errors,
+            cache=cache_report,
+            stopped_at_deadline=stopped,
+        )
 
-    def _invalidate(self, views: list[ViewSpec]) -> dict[str, Any] | None:
+    def _invalidate(self, views: list[ViewSpec]) -> CacheReport | CacheNotRun | None:
         try:
             return cache.invalidate_after_refresh(self.plan, views, self.budget)
         except PgkeeperError as exc:
             # The refresh is done and recorded; an unreachable cache makes the run partial, not lost.
             logger.warning("cache invalidation failed", extra={"error": str(exc)})
-            return {"status": "failed", "error": f"{exc.reason}: {exc}"}
+            return CacheNotRun(error=f"{exc.reason}: {exc}")
 
     def _metrics(self, reports: list[ViewReport]) -> None:
         for name, outcome in (("ViewsRefreshed", "refreshed"), ("ViewsRepaired", "repaired"),

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import psycopg
 
-from .selection import ACTIONS, VacuumTarget
+from .selection import ACTIONS, Action, VacuumTarget
 
 _PRUNE = """
 DELETE FROM pgkeeper.vacuum_backlog b
@@ -49,7 +49,7 @@ DELETE FROM pgkeeper.vacuum_backlog
 
 @dataclass(frozen=True)
 class Entry:
-    action: str
+    action: Action
     reason: str
     queued_at: datetime
     attempts: int
@@ -75,7 +75,7 @@ def enqueue(conn: psycopg.Connection, run_id: str, targets: Iterable[VacuumTarge
     )
 
 
-def done(conn: psycopg.Connection, target: VacuumTarget, action: str) -> None:
+def done(conn: psycopg.Connection, target: VacuumTarget, action: Action) -> None:
     """Remove the entry if `action` covered what it owed (an ANALYZE does not pay off a VACUUM)."""
     assert action in ACTIONS
     conn.execute(

@@ -7,20 +7,22 @@ Tables a run could not finish are carried over (pgkeeper.vacuum_backlog) and go 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import EventError
+from ..health import HealthReport, build_report
 from ..idents import display
-from ..jobs import JobContext, JobSpec, Options, Report
+from ..jobs import JobContext, JobReport, JobSpec, Options
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import SqlName, column_ident, split_name
 from . import backlog, reindex, worker
-from .selection import select
+from .selection import Action, Selection, select
+from .worker import Sparse, TableItem, TableOutcome
 
 
 class VacuumOptions(Options):
@@ -46,18 +48,99 @@ def preflight(plan: Plan, opts: VacuumOptions, conn: psycopg.Connection) -> None
         raise EventError(f"vacuum: tables not found: {', '.join(missing)}", reason="unknown_tables")
 
 
-def run(ctx: JobContext) -> Report:
+class IndexItem(Sparse):
+    """One invalid index in the report (reindex.rebuild_invalid's dicts, validated here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"table", "duration_s", "why", "dropped_leftovers"})
+
+    index: str
+    table: str | None = None
+    outcome: Literal["planned", "rebuilt", "failed", "skipped", "left"]
+    duration_s: float | None = None
+    why: str | None = None
+    dropped_leftovers: list[str] | None = None
+    """The transient `_ccnew` indexes a failed rebuild left and we dropped."""
+
+
+class OutcomeCounts(BaseModel):
+    """Tables by how they ended (`planned`, a dry run's, is not counted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frozen: int
+    vacuumed: int
+    analyzed: int
+    skipped: int
+    left: int
+    gone: int
+
+
+class UnfinishedTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    table: str
+    outcome: TableOutcome
+    why: str | None
+
+
+class NotPermitted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tables: list[str]
+    why: str
+
+
+class _Report(JobReport, Sparse):
+    """A vacuum job's report, serialised as the dicts it replaced were: without `duration_s` until the
+    runner adds the run's own, and without `errors` (a vacuum run that fails raises)."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s"})
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key == "errors":
+            return bool(value)
+        return super()._keeps(key, value)
+
+
+class VacuumReport(_Report):
+    """The report of a `vacuum` or `analyze` run; the last four keys only when there is something to say."""
+
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "stopped", "invalid_indexes", "not_permitted",
+                                                  "not_found"})
+
+    mode: Literal["vacuum", "analyze"]
+    dry_run: bool
+    considered: int
+    selected: int
+    counts: OutcomeCounts
+    tables: list[TableItem]
+    unfinished: list[UnfinishedTable]
+    stopped: str | None = None
+    invalid_indexes: list[IndexItem] | None = None
+    not_permitted: NotPermitted | None = None
+    not_found: list[str] | None = None
+
+
+class HealthModeReport(_Report):
+    """The report of a `health` run: the health report as it is."""
+
+    mode: Literal["health"] = "health"
+    health: HealthReport
+
+
+def run(ctx: JobContext) -> VacuumReport | HealthModeReport:
     opts: VacuumOptions = ctx.options
     if opts.mode == "health":
-        from ..health import build_report
-
-        return {"status": "succeeded", "mode": "health", "health": build_report(ctx.db.conn, ctx.plan)}
+        return HealthModeReport(status="succeeded", health=build_report(ctx.db.conn, ctx.plan))
     plan = ctx.plan.vacuum
     main = ctx.db.conn
     only = [split_name(t) for t in opts.tables] if opts.tables else None
     include = [split_name(t) for t in plan.analyze] if opts.mode == "analyze" else []
     entries = backlog.load(main) if only is None else {}
-    carried = {k: e.action for k, e in entries.items() if opts.mode == "vacuum" or e.action == "analyze"}
+    carried: dict[tuple[str, str], Action] = {
+        k: e.action for k, e in entries.items() if opts.mode == "vacuum" or e.action == "analyze"}
     selection = select(main, plan, mode=opts.mode, include=include, only=only, carried=carried)
     if only is not None and selection.not_found:
         raise EventError(f"vacuum: tables not found: {', '.join(selection.not_found)}", reason="unknown_tables")
@@ -72,59 +155,58 @@ def run(ctx: JobContext) -> Report:
         outcome = worker.process(ctx.db, ctx.budget, plan, targets)
 
     do_reindex = plan.reindex_invalid if opts.reindex_invalid is None else opts.reindex_invalid
-    indexes: list[dict[str, Any]] = []
+    indexes: list[IndexItem] = []
     if opts.mode == "vacuum" and do_reindex:
         if outcome.stopped is None:
             # After a long pass the idle main session may be gone: on_main carries on with a fresh one.
-            indexes = ctx.db.on_main(lambda c: reindex.rebuild_invalid(ctx.db, c, ctx.budget, plan,
+            rebuilt = ctx.db.on_main(lambda c: reindex.rebuild_invalid(ctx.db, c, ctx.budget, plan,
                                                                        dry_run=opts.dry_run))
+            indexes = [IndexItem.model_validate(i) for i in rebuilt]
         else:
-            indexes = [{"index": display(i["schema"], i["index"]), "outcome": "left", "why": outcome.stopped}
+            indexes = [IndexItem(index=display(i["schema"], i["index"]), outcome="left", why=outcome.stopped)
                        for i in ctx.db.on_main(lambda c: reindex.invalid_indexes(c, plan))]
     return _report(opts, selection, outcome, indexes, attempts={display(*k): e.attempts for k, e in entries.items()})
 
 
-def _report(opts: VacuumOptions, selection: Any, outcome: worker.Outcome, indexes: list[dict[str, Any]],
-            attempts: dict[str, int]) -> Report:
+def _report(opts: VacuumOptions, selection: Selection, outcome: worker.Outcome, indexes: list[IndexItem],
+            attempts: dict[str, int]) -> VacuumReport:
+    assert opts.mode != "health"
     for item in outcome.items:
-        if item["carried_over"]:
-            item["earlier_attempts"] = attempts.get(item["table"], 0)
-    counts = {k: outcome.count(k) for k in ("frozen", "vacuumed", "analyzed", "skipped", "left", "gone")}
-    unfinished = [{"table": i["table"], "outcome": i["outcome"], "why": i.get("why")}
-                  for i in outcome.items if i["outcome"] in ("skipped", "left")]
-    failed_indexes = [i for i in indexes if i["outcome"] in ("failed", "left")]
-    status = "partial" if unfinished or failed_indexes else "succeeded"
-    report: Report = {
-        "status": status,
-        "mode": opts.mode,
-        "dry_run": opts.dry_run,
-        "considered": selection.considered,
-        "selected": len(selection.targets),
-        "counts": counts,
-        "tables": outcome.items,
-        "unfinished": unfinished,
-    }
-    if outcome.stopped:
-        report["stopped"] = outcome.stopped
-    if indexes:
-        report["invalid_indexes"] = indexes
-    if selection.not_permitted:
-        report["not_permitted"] = {
-            "tables": selection.not_permitted,
-            "why": "only the table's owner, the database owner or a superuser can vacuum it; "
-                   "exclude them in vacuum.exclude_tables or run pgkeeper as their owner",
-        }
-    if selection.not_found:
-        report["not_found"] = selection.not_found
+        if item.carried_over:
+            item.earlier_attempts = attempts.get(item.table, 0)
+    counts = OutcomeCounts(frozen=outcome.count("frozen"), vacuumed=outcome.count("vacuumed"),
+                           analyzed=outcome.count("analyzed"), skipped=outcome.count("skipped"),
+                           left=outcome.count("left"), gone=outcome.count("gone"))
+    unfinished = [UnfinishedTable(table=i.table, outcome=i.outcome, why=i.why)
+                  for i in outcome.items if i.outcome in ("skipped", "left")]
+    failed_indexes = [i for i in indexes if i.outcome in ("failed", "left")]
+    report = VacuumReport(
+        status="partial" if unfinished or failed_indexes else "succeeded",
+        mode=opts.mode,
+        dry_run=opts.dry_run,
+        considered=selection.considered,
+        selected=len(selection.targets),
+        counts=counts,
+        tables=outcome.items,
+        unfinished=unfinished,
+        stopped=outcome.stopped or None,
+        invalid_indexes=indexes or None,
+        not_permitted=NotPermitted(
+            tables=selection.not_permitted,
+            why="only the table's owner, the database owner or a superuser can vacuum it; "
+                "exclude them in vacuum.exclude_tables or run pgkeeper as their owner",
+        ) if selection.not_permitted else None,
+        not_found=selection.not_found or None,
+    )
     if not opts.dry_run:
         _metrics(counts, len(unfinished))
     return report
 
 
-def _metrics(counts: dict[str, int], unfinished: int) -> None:
-    done = counts["frozen"] + counts["vacuumed"]
+def _metrics(counts: OutcomeCounts, unfinished: int) -> None:
+    done = counts.frozen + counts.vacuumed
     metrics.add_metric(name="TablesVacuumed", unit=MetricUnit.Count, value=done)
-    metrics.add_metric(name="TablesAnalyzed", unit=MetricUnit.Count, value=counts["analyzed"])
+    metrics.add_metric(name="TablesAnalyzed", unit=MetricUnit.Count, value=counts.analyzed)
     metrics.add_metric(name="TablesLeftForNextRun", unit=MetricUnit.Count, value=unfinished)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -36,11 +36,14 @@ from psycopg.rows import dict_row
 from ..idents import QualifiedName, display
 from ..plan.vacuum import VacuumPlan
 
-ACTIONS = ("analyze", "vacuum", "freeze")
+Action = Literal["analyze", "vacuum", "freeze"]
+"""What a table gets: `ANALYZE`, `VACUUM (ANALYZE)` or `VACUUM (FREEZE, ...)`."""
+
+ACTIONS: tuple[Action, ...] = ("analyze", "vacuum", "freeze")
 """Weakest first: a stronger action also does what a weaker one would (VACUUM (ANALYZE) analyzes)."""
 
 
-def stronger(a: str, b: str) -> str:
+def stronger(a: Action, b: Action) -> Action:
     return a if ACTIONS.index(a) >= ACTIONS.index(b) else b
 
 
@@ -49,7 +52,7 @@ class VacuumTarget(QualifiedName):
     schema: str
     name: str
     oid: int
-    action: str
+    action: Action
     reasons: list[str] = field(default_factory=list)
     urgency: float = 0.0
     carried_over: bool = False
@@ -158,7 +161,7 @@ def select(
     mode: str,
     include: Iterable[tuple[str, str]] = (),
     only: Iterable[tuple[str, str]] | None = None,
-    carried: dict[tuple[str, str], str] | None = None,
+    carried: dict[tuple[str, str], Action] | None = None,
 ) -> Selection:
     """Targets in the order to process them: carried over from an unfinished run first, then by urgency.
 
@@ -211,9 +214,10 @@ def select(
                      not_found=not_found)
 
 
-def _target(row: dict[str, Any], mode: str, *, forced: bool, carried: str | None, hot: bool) -> VacuumTarget | None:
+def _target(row: dict[str, Any], mode: str, *, forced: bool, carried: Action | None,
+            hot: bool) -> VacuumTarget | None:
     reasons: list[str] = []
-    action: str | None = None
+    action: Action | None = None
     urgency = 0.0
     if mode == "vacuum":
         if row["needs_freeze"]:

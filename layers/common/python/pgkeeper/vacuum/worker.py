@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from ..budget import Budget
 from ..db import Database
 from ..log import logger
 from ..plan.vacuum import VacuumPlan
 from . import backlog
-from .selection import VacuumTarget, table_stats
+from .selection import Action, VacuumTarget, table_stats
+
+TableOutcome = Literal["planned", "frozen", "vacuumed", "analyzed", "skipped", "left", "gone"]
+"""`planned` (a dry run), done (`frozen`, `vacuumed`, `analyzed`), `skipped` behind another session's
+lock, `left` for lack of time (both carried over to the next run), `gone` (dropped meanwhile)."""
 
 LOCK_NOT_AVAILABLE = "55P03"
-DONE = {"freeze": "frozen", "vacuum": "vacuumed", "analyze": "analyzed"}
+DONE: dict[Action, TableOutcome] = {"freeze": "frozen", "vacuum": "vacuumed", "analyze": "analyzed"}
 
 # Lock modes that conflict with VACUUM's / ANALYZE's SHARE UPDATE EXCLUSIVE.
 _HOLDERS_SQL = """
@@ -41,13 +46,57 @@ SELECT l.pid, l.mode, coalesce(a.application_name, '') AS application_name, coal
 """
 
 
+class Sparse(BaseModel):
+    """A report part whose `SPARSE` keys are left out of its JSON while unset (None), as the dicts it
+    replaced left them out; any other None is serialised as null."""
+
+    SPARSE: ClassVar[frozenset[str]] = frozenset()
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        return value is not None or key not in self.SPARSE
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if self._keeps(k, v)}
+
+
+class TableItem(Sparse):
+    """One selected table in the report: what it needed and why, and how it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "why", "earlier_attempts"})
+    AFTER: ClassVar[frozenset[str]] = frozenset({"dead_tuples_after", "xid_age_after", "mxid_age_after"})
+    """The counters after the statement: reported (even when null) for a table that was done, only."""
+
+    table: str
+    action: Action
+    reasons: list[str]
+    carried_over: bool
+    outcome: TableOutcome = "planned"
+    dead_tuples_before: int | None
+    xid_age_before: int | None
+    mxid_age_before: int | None
+    duration_s: float | None = None
+    why: str | None = None
+    dead_tuples_after: int | None = None
+    xid_age_after: int | None = None
+    mxid_age_after: int | None = None
+    earlier_attempts: int | None = None
+    """Runs that had this table and did not finish it (carried-over tables only)."""
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key in self.AFTER:
+            return self.outcome in DONE.values()
+        return super()._keeps(key, value)
+
+
 @dataclass
 class Outcome:
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[TableItem] = field(default_factory=list)
     stopped: str | None = None
 
-    def count(self, outcome: str) -> int:
-        return sum(1 for i in self.items if i["outcome"] == outcome)
+    def count(self, outcome: TableOutcome) -> int:
+        return sum(1 for i in self.items if i.outcome == outcome)
 
 
 def statement(target: VacuumTarget) -> sql.Composed:
@@ -63,17 +112,16 @@ def statement(target: VacuumTarget) -> sql.Composed:
     return sql.SQL("VACUUM ({}) {}").format(sql.SQL(", ").join(sql.SQL(o) for o in options), ident)
 
 
-def item_for(target: VacuumTarget) -> dict[str, Any]:
-    return {
-        "table": target.display,
-        "action": target.action,
-        "reasons": target.reasons,
-        "carried_over": target.carried_over,
-        "outcome": "planned",
-        "dead_tuples_before": target.stats.get("n_dead_tup"),
-        "xid_age_before": target.stats.get("xid_age"),
-        "mxid_age_before": target.stats.get("mxid_age"),
-    }
+def item_for(target: VacuumTarget) -> TableItem:
+    return TableItem(
+        table=target.display,
+        action=target.action,
+        reasons=target.reasons,
+        carried_over=target.carried_over,
+        dead_tuples_before=target.stats.get("n_dead_tup"),
+        xid_age_before=target.stats.get("xid_age"),
+        mxid_age_before=target.stats.get("mxid_age"),
+    )
 
 
 def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[VacuumTarget]) -> Outcome:
@@ -106,7 +154,7 @@ def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[Vacuum
     return out
 
 
-def _one(work: psycopg.Connection, budget: Budget, target: VacuumTarget, item: dict[str, Any],
+def _one(work: psycopg.Connection, budget: Budget, target: VacuumTarget, item: TableItem,
          notices: list[tuple[str | None, str | None]], out: Outcome) -> None:
     timeout_ms = max(1, budget.remaining_ms())
     work.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", [str(timeout_ms)])
@@ -116,46 +164,44 @@ def _one(work: psycopg.Connection, budget: Budget, target: VacuumTarget, item: d
         work.execute(statement(target))
     except psycopg.errors.QueryCanceled:
         # statement_timeout (our deadline) or a cancel from an operator: either way, stop here politely.
-        item["duration_s"] = round(time.monotonic() - started, 3)
+        item.duration_s = round(time.monotonic() - started, 3)
         out.stopped = (f"deadline: {target.display} did not finish within the {timeout_ms / 1000:.1f}s left "
                        "(statement_timeout)")
         _left(work, target, item, out.stopped + "; it goes first next run")
-        logger.warning(f"{target.action} of {target.display} cancelled", extra={"after_s": item["duration_s"]})
+        logger.warning(f"{target.action} of {target.display} cancelled", extra={"after_s": item.duration_s})
         return
     except psycopg.errors.UndefinedTable:
-        item.update(outcome="gone", why="the table was dropped after it was selected")
+        item.outcome, item.why = "gone", "the table was dropped after it was selected"
         backlog.done(work, target, "freeze")
         return
     except psycopg.errors.LockNotAvailable as exc:
         _skipped(work, target, item, f"lock not available ({exc.diag.message_primary})")
         return
-    item["duration_s"] = round(time.monotonic() - started, 3)
+    item.duration_s = round(time.monotonic() - started, 3)
     if any(sqlstate == LOCK_NOT_AVAILABLE for sqlstate, _ in notices):
         _skipped(work, target, item, "locked by another session: " + _holders(work, target.oid))
         return
     after = table_stats(work, target.oid)
-    item.update(
-        outcome=DONE[target.action],
-        dead_tuples_after=after.get("n_dead_tup"),
-        xid_age_after=after.get("xid_age"),
-        mxid_age_after=after.get("mxid_age"),
-    )
+    item.outcome = DONE[target.action]
+    item.dead_tuples_after = after.get("n_dead_tup")
+    item.xid_age_after = after.get("xid_age")
+    item.mxid_age_after = after.get("mxid_age")
     backlog.done(work, target, target.action)
     logger.info(
-        f"{item['outcome']} {target.display} in {item['duration_s']}s",
-        extra={"dead_tuples": [item["dead_tuples_before"], item["dead_tuples_after"]],
-               "xid_age": [item["xid_age_before"], item["xid_age_after"]]},
+        f"{item.outcome} {target.display} in {item.duration_s}s",
+        extra={"dead_tuples": [item.dead_tuples_before, item.dead_tuples_after],
+               "xid_age": [item.xid_age_before, item.xid_age_after]},
     )
 
 
-def _skipped(conn: psycopg.Connection, target: VacuumTarget, item: dict[str, Any], why: str) -> None:
-    item.update(outcome="skipped", why=why + "; it goes first next run")
+def _skipped(conn: psycopg.Connection, target: VacuumTarget, item: TableItem, why: str) -> None:
+    item.outcome, item.why = "skipped", why + "; it goes first next run"
     backlog.left(conn, target, why)
     logger.warning(f"skipped {target.display}: {why}")
 
 
-def _left(conn: psycopg.Connection, target: VacuumTarget, item: dict[str, Any], why: str) -> None:
-    item.update(outcome="left", why=why)
+def _left(conn: psycopg.Connection, target: VacuumTarget, item: TableItem, why: str) -> None:
+    item.outcome, item.why = "left", why
     backlog.left(conn, target, why)
 
 

@@ -182,7 +182,7 @@ def _health_report(plan: Plan, spec: JobSpec) -> Any:
     try:
         conn = db.connect(autocommit=True, purpose="health")
         try:
-            return build_report(conn, plan)
+            return build_report(conn, plan).model_dump(mode="json")
         finally:
             conn.close()
     finally:
