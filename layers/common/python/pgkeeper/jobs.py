@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from .budget import Budget
 from .db import Database
@@ -50,6 +50,38 @@ class JobReport(BaseModel):
     status: JobOutcome
     duration_s: float | None = None
     errors: list[str] = Field(default_factory=list)
+
+
+class SparseModel(BaseModel):
+    """A report part serialised exactly as the dict it replaced: keys named in `SPARSE` are left out
+    while they have nothing to say (None; with `EMPTY_IS_NOTHING` also False and an empty list), and
+    `ORDER`, when set, is the order of the keys (a JobReport subclass would otherwise lead with the
+    envelope's fields). Subclasses refine `_keeps` for keys whose presence depends on other fields."""
+
+    SPARSE: ClassVar[frozenset[str]] = frozenset()
+    ORDER: ClassVar[tuple[str, ...]] = ()
+    EMPTY_IS_NOTHING: ClassVar[bool] = False
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key not in self.SPARSE:
+            return True
+        if value is None:
+            return False
+        return not (self.EMPTY_IS_NOTHING and (value is False or (isinstance(value, list) and not value)))
+
+    @model_serializer(mode="wrap")
+    def _sparse(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.ORDER:
+            data = {**{k: data[k] for k in self.ORDER if k in data},
+                    **{k: v for k, v in data.items() if k not in self.ORDER}}
+        return {k: v for k, v in data.items() if self._keeps(k, v)}
+
+
+class TerseModel(SparseModel):
+    """A `SparseModel` whose sparse keys are also left out when False or an empty list."""
+
+    EMPTY_IS_NOTHING: ClassVar[bool] = True
 
 
 def as_dict(report: JobReport | Report) -> Report:

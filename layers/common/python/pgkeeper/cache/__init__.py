@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field
 
 from ..budget import Budget
 from ..errors import ConfigError
-from ..jobs import JobReport
+from ..jobs import JobReport, TerseModel
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
 from .client import CacheCommandError, CacheError
@@ -32,7 +32,6 @@ from .invalidate import (
     CacheViewStatus,
     Invalidator,
     PatternResult,
-    SparseModel,
     ViewWork,
 )
 
@@ -43,7 +42,7 @@ CacheAction = Literal["invalidate", "clear"]
 CacheStatus = Literal["succeeded", "failed"]
 
 
-class CacheReport(JobReport, SparseModel):
+class CacheReport(JobReport, TerseModel):
     """The cache's report: `report.cache` of a refresh, and the whole report of a `clear_cache` run
     (so a JobReport; `duration_s` only once the runner adds the run's own)."""
 
@@ -69,7 +68,7 @@ class CacheReport(JobReport, SparseModel):
     """The invalidation's own time, rounded to 0.1 ms."""
 
 
-class NothingToClear(JobReport, SparseModel):
+class NothingToClear(JobReport, TerseModel):
     """`clear_all` when no view in the plan names cache keys: nothing to connect to, nothing done."""
 
     model_config = ConfigDict(extra="forbid")

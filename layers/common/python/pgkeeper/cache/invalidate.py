@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..budget import Budget
+from ..jobs import TerseModel
 from ..plan.cache import CachePlan
 from .client import CacheClient, CacheCommandError, CacheError, Command
 
@@ -41,28 +42,7 @@ CacheViewStatus = Literal["succeeded", "failed", "not_attempted"]
 """How one view's invalidation ended (`not_attempted`: the cache was lost or time ran out before it)."""
 
 
-class SparseModel(BaseModel):
-    """A report model serialised exactly as the dict it replaced: keys named in `SPARSE` are left out
-    while they have nothing to say (None, False or an empty list), and `ORDER`, when set, is the order
-    of the keys (a subclass of JobReport would otherwise lead with the envelope's fields)."""
-
-    SPARSE: ClassVar[frozenset[str]] = frozenset()
-    ORDER: ClassVar[tuple[str, ...]] = ()
-
-    @model_serializer(mode="wrap")
-    def _sparse(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self.ORDER:
-            data = {**{k: data[k] for k in self.ORDER if k in data},
-                    **{k: v for k, v in data.items() if k not in self.ORDER}}
-        return {k: v for k, v in data.items() if k not in self.SPARSE or not _nothing(v)}
-
-
-def _nothing(value: Any) -> bool:
-    return value is None or value is False or (isinstance(value, list) and not value)
-
-
-class PatternResult(SparseModel):
+class PatternResult(TerseModel):
     """One pattern of a view: the keys UNLINKed as Redis confirmed them, and whether the SCAN came
     round (`complete`); `note` when an earlier view of the run already cleared it, `error` when a
     command failed."""

@@ -25,10 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import cache
 from ..cache import CacheReport, NothingToClear
-from ..cache.invalidate import SparseModel
 from ..errors import EventError, PgkeeperError, first_line
 from ..idents import QualifiedName, display, qualify
-from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options
+from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options, TerseModel
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
 from ..plan.base import SqlName
@@ -82,7 +81,7 @@ RefreshMode = Literal["concurrent", "plain"]
 ViewMode = Literal["concurrent", "plain", "repaired"]
 
 
-class ViewReport(SparseModel):
+class ViewReport(TerseModel):
     """One view in the report; `repaired_because` and `planned` only when there is something to say."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -110,7 +109,7 @@ class CacheNotRun(BaseModel):
     error: str
 
 
-class RefreshReport(JobReport, SparseModel):
+class RefreshReport(JobReport, TerseModel):
     """A refresh run's report, serialised as the dict it replaced: `stopped_at_deadline` only when it
     did, `duration_s` only once the runner adds the run's own."""
 

@@ -16,13 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import EventError
 from ..health import HealthReport, build_report
 from ..idents import display
-from ..jobs import JobContext, JobReport, JobSpec, Options
+from ..jobs import JobContext, JobReport, JobSpec, Options, SparseModel
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import SqlName, column_ident, split_name
 from . import backlog, reindex, worker
 from .selection import Action, Selection, select
-from .worker import Sparse, TableItem, TableOutcome
+from .worker import TableItem, TableOutcome
 
 
 class VacuumOptions(Options):
@@ -48,7 +48,7 @@ def preflight(plan: Plan, opts: VacuumOptions, conn: psycopg.Connection) -> None
         raise EventError(f"vacuum: tables not found: {', '.join(missing)}", reason="unknown_tables")
 
 
-class IndexItem(Sparse):
+class IndexItem(SparseModel):
     """One invalid index in the report (reindex.rebuild_invalid's dicts, validated here)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -91,7 +91,7 @@ class NotPermitted(BaseModel):
     why: str
 
 
-class _Report(JobReport, Sparse):
+class _Report(JobReport, SparseModel):
     """A vacuum job's report, serialised as the dicts it replaced were: without `duration_s` until the
     runner adds the run's own, and without `errors` (a vacuum run that fails raises)."""
 

@@ -16,10 +16,11 @@ from typing import Any, ClassVar, Literal
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import ConfigDict
 
 from ..budget import Budget
-from ..db import Database
+from ..db import Database, bound, time_left
+from ..jobs import SparseModel
 from ..log import logger
 from ..plan.vacuum import VacuumPlan
 from . import backlog
@@ -46,21 +47,7 @@ SELECT l.pid, l.mode, coalesce(a.application_name, '') AS application_name, coal
 """
 
 
-class Sparse(BaseModel):
-    """A report part whose `SPARSE` keys are left out of its JSON while unset (None), as the dicts it
-    replaced left them out; any other None is serialised as null."""
-
-    SPARSE: ClassVar[frozenset[str]] = frozenset()
-
-    def _keeps(self, key: str, value: Any) -> bool:
-        return value is not None or key not in self.SPARSE
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if self._keeps(k, v)}
-
-
-class TableItem(Sparse):
+class TableItem(SparseModel):
     """One selected table in the report: what it needed and why, and how it ended."""
 
     model_config = ConfigDict(extra="forbid")
@@ -135,7 +122,7 @@ def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[Vacuum
     if not targets:
         return out
     notices: list[tuple[str | None, str | None]] = []
-    work = db.connect(autocommit=True, statement_timeout_ms=max(1, budget.remaining_ms()), purpose="vacuum")
+    work = db.connect(autocommit=True, statement_timeout_ms=time_left(budget).statement_ms, purpose="vacuum")
     # A Diagnostic is only valid inside the callback: keep its SQLSTATE and text, not the object.
     work.add_notice_handler(lambda d: notices.append((d.sqlstate, d.message_primary)))
     try:
@@ -156,8 +143,7 @@ def process(db: Database, budget: Budget, plan: VacuumPlan, targets: list[Vacuum
 
 def _one(work: psycopg.Connection, budget: Budget, target: VacuumTarget, item: TableItem,
          notices: list[tuple[str | None, str | None]], out: Outcome) -> None:
-    timeout_ms = max(1, budget.remaining_ms())
-    work.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", [str(timeout_ms)])
+    timeout_ms = bound(work, budget, local=False).statement_ms
     notices.clear()
     started = time.monotonic()
     try:
