@@ -125,18 +125,26 @@ class MultipartUpload:
         try:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except Exception as exc:  # the abort is best effort; the original failure is what we raise
-            code = _describe(exc)
-            if "NoSuchUpload" in code:
+            if _error_code(exc) == "NoSuchUpload":
                 return None  # already gone (aborted by someone else or by the lifecycle rule)
+            code = _describe(exc)
             logger.warning("could not abort the multipart upload", extra={"key": self.key, "error": code})
             return f"the incomplete upload could not be aborted ({code}); the bucket's lifecycle rule removes it"
         return None
 
 
-def _describe(exc: BaseException) -> str:
+def _error_code(exc: BaseException) -> str | None:
+    """S3's error code (`NoSuchUpload`) from a botocore ClientError's parsed response, if any."""
     err = getattr(exc, "response", None)
-    if isinstance(err, dict) and "Error" in err:
-        return f"{err['Error'].get('Code', '?')}: {err['Error'].get('Message', '')}".strip()
+    if isinstance(err, dict) and isinstance(err.get("Error"), dict):
+        return str(err["Error"].get("Code") or "") or None
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    code = _error_code(exc)
+    if code is not None:
+        return f"{code}: {getattr(exc, 'response', {})['Error'].get('Message', '')}".strip()
     return f"{type(exc).__name__}: {exc}"
 
 
