@@ -421,3 +421,53 @@ def test_base64_flag_matches_what_lambda_sends() -> None:
     event = url_event("POST", "/", "a=1", {"Content-Type": "application/json", "Cookie": "x=1; y=2"}, b"{}")
     assert event["isBase64Encoded"] is False and event["body"] == "{}"
     assert event["queryStringParameters"] == {"a": "1"} and event["cookies"] == ["x=1", "y=2"]
+
+
+def _raw(server: Server, request: bytes) -> tuple[int, dict]:
+    """One raw HTTP/1.1 exchange (for what urllib refuses to send)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.base)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next((line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    return status, json.loads(body or b"{}")
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "error"), [
+    (b"TRACE /refresh/ HTTP/1.1\r\nHost: x\r\n\r\n", 401, "missing_signature"),
+    (b"CONNECT /refresh/ HTTP/1.1\r\nHost: x\r\n\r\n", 401, "missing_signature"),
+    (b"BREW /refresh/ HTTP/1.1\r\nHost: x\r\n\r\n", 501, "method_not_supported"),
+    (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    (b"POST /refresh/ HTTP/1.1\r\nHost: x\r\n\r\n", 411, "length_required"),
+    (b"POST /refresh/ HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "bad_request"),
+    (b"POST /refresh/ HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413, "payload_too_large"),
+])
+def test_serve_answers_every_malformed_request_in_json(server: Server, request_bytes: bytes, status: int,
+                                                       error: str) -> None:
+    assert _raw(server, request_bytes)[0] == status
+    answer = _raw(server, request_bytes)[1]
+    assert answer["error"] == error and answer["message"]
+
+
+def test_serve_never_writes_a_query_strings_values_to_its_log(server: Server) -> None:
+    http(server.url + "/health?token=supersecret-value&detail=1", "GET")
+    time.sleep(0.2)
+    log = server.log.read_text()
+    assert "/health?token=…&detail=…" in log and "supersecret-value" not in log

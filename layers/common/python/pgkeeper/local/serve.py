@@ -16,6 +16,7 @@ resolver keeps the current event on the class); asynchronous runs proceed in par
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import json
 import re
@@ -39,6 +40,14 @@ from .invoke import prepare
 from .template import FunctionConfig, Template, TemplateError
 
 MAX_BODY = 6 * 1024 * 1024  # a function URL's request payload limit
+SOCKET_TIMEOUT_S = 30.0
+_QUERY = re.compile(r"\?[^\s\"]*")
+
+
+def _redact_query(line: str) -> str:
+    """An access-log line without query values: a caller may put a token or a secret there."""
+    return _QUERY.sub(lambda m: "?" + "&".join(f"{k}=…" for k, _ in parse_qsl(m.group(0)[1:], keep_blank_values=True)),
+                      line)
 _TEXT_TYPES = re.compile(r"^(text/|application/(json|javascript|xml|x-www-form-urlencoded)|[^;]*\+(json|xml))", re.I)
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
 
@@ -162,23 +171,40 @@ class RequestHandler(BaseHTTPRequestHandler):
     server: UrlServer
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    timeout = SOCKET_TIMEOUT_S
+    """A client that stops sending (a half-written request, an idle keep-alive) is dropped, not waited for."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._dispatch()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = do_GET
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (unknown method, malformed request line, header too long) as
+        JSON like every other answer, never its HTML page."""
+        self.close_connection = True
+        self.request_version = self.protocol_version  # an unparsable request line reads as HTTP/0.9: no headers
+        with contextlib.suppress(OSError):  # the client may already be gone
+            reason = {501: "method_not_supported"}.get(code, "bad_request" if code < 500 else "server_error")
+            self._send(code, {"error": reason,
+                              "message": message or self.responses.get(code, ("",))[0]})
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        sys.stderr.write(f"pgkeeper serve: {self.address_string()} {format % args}\n")
+        sys.stderr.write(f"pgkeeper serve: {self.address_string()} {_redact_query(format % args)}\n")
 
     def _dispatch(self) -> None:
         raw_path, _, query = self.path.partition("?")
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             return self._send(411, {"error": "length_required", "message": "send a Content-Length"})
+        declared = self.headers.get("content-length")
+        if declared is None and self.command in ("POST", "PUT", "PATCH"):
+            return self._send(411, {"error": "length_required", "message": "send a Content-Length"})
         try:
-            length = int(self.headers.get("content-length") or 0)
+            length = int(declared or 0)
         except ValueError:
             return self._send(400, {"error": "bad_request", "message": "Content-Length is not a number"})
+        if length < 0:
+            return self._send(400, {"error": "bad_request", "message": "Content-Length is negative"})
         if length > MAX_BODY:
             return self._send(413, {"error": "payload_too_large", "message": f"body over {MAX_BODY} bytes"})
         body = self.rfile.read(length) if length else b""
