@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,31 +57,56 @@ class Aborted(BackupError):
     """Raised inside the producer when the upload side has already failed."""
 
 
-class MultipartUpload:
-    """One S3 multipart upload with a bounded number of parts in flight."""
+ABORT_WAIT_S = 10.0
+"""How long an abort may wait for S3; past it the bucket's lifecycle rule removes the upload."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, *, concurrency: int, metadata: dict[str, str]) -> None:
+
+class Stalled(BackupError):
+    """S3 took no answer within the time the run had left (an endpoint that accepts and never answers)."""
+
+
+class MultipartUpload:
+    """One S3 multipart upload with a bounded number of parts in flight.
+
+    Every wait on S3 is bounded by `time_left()` (seconds; default unbounded): handing over a part
+    while all slots are taken, creating and completing the upload. A stalled S3 (accepting but not
+    answering, so botocore's own read timeout and retries would take minutes) then fails the run in
+    time to abort the upload and record the failure, instead of running into Lambda's hard timeout.
+    """
+
+    def __init__(self, s3: Any, bucket: str, key: str, *, concurrency: int, metadata: dict[str, str],
+                 time_left: Callable[[], float] | None = None, abort_wait_s: float = ABORT_WAIT_S) -> None:
         self.s3 = s3
+        self._abort_wait_s = abort_wait_s
         self.bucket = bucket
         self.key = key
         self.upload_id: str | None = None
         self._metadata = metadata
+        self._time_left = time_left or (lambda: float("inf"))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pgkeeper-upload")
         self._slots = threading.BoundedSemaphore(concurrency)
         self._futures: list[Future] = []
         self._etags: dict[int, str] = {}
         self._error: BaseException | None = None
 
+    def _limit(self) -> float | None:
+        left = self._time_left()
+        return None if left == float("inf") else max(0.0, left)
+
     def start(self) -> None:
-        resp = self.s3.create_multipart_upload(
-            Bucket=self.bucket, Key=self.key, ContentType="application/zstd", Metadata=self._metadata
-        )
+        resp = _bounded(lambda: self.s3.create_multipart_upload(
+            Bucket=self.bucket, Key=self.key, ContentType="application/zstd", Metadata=self._metadata,
+        ), self._limit(), "creating the multipart upload")
         self.upload_id = resp["UploadId"]
 
     def submit(self, number: int, data: bytes) -> None:
-        """Queue part `number`; blocks while `concurrency` parts are in flight (backpressure)."""
+        """Queue part `number`; blocks while `concurrency` parts are in flight (backpressure), never
+        longer than the time left."""
         self._raise_if_failed()
-        self._slots.acquire()
+        limit = self._limit()
+        if not self._slots.acquire(timeout=limit):
+            raise Stalled(f"S3 took none of the {len(self._futures)} parts in flight within the {limit:.0f} s the "
+                          f"run had left, so part {number} could not be handed over (a stalled endpoint?)")
         self._raise_if_failed(release=True)
         self._futures.append(self._pool.submit(self._upload, number, data))
 
@@ -105,25 +130,30 @@ class MultipartUpload:
             raise Aborted(f"uploading a part of s3://{self.bucket}/{self.key} failed: {_describe(self._error)}")
 
     def complete(self) -> None:
-        for f in self._futures:
-            f.exception()  # wait for all; the first error is in self._error
+        limit = self._limit()
+        _done, pending = wait(self._futures, timeout=limit)  # the first error is in self._error
+        if pending:
+            raise Stalled(f"S3 did not finish {len(pending)} of {len(self._futures)} parts within the "
+                          f"{limit:.0f} s the run had left (a stalled endpoint?)")
         self._pool.shutdown(wait=True)
         self._raise_if_failed()
         parts = [{"PartNumber": n, "ETag": e} for n, e in sorted(self._etags.items())]
-        self.s3.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
-        )
+        _bounded(lambda: self.s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts},
+        ), self._limit(), "completing the multipart upload")
 
     def abort(self) -> str | None:
         """Stop uploading and abort; returns a warning when S3 could not be told (the bucket's
-        lifecycle rule then removes the incomplete upload)."""
-        for f in self._futures:
-            f.cancel()
-        self._pool.shutdown(wait=True)
+        lifecycle rule then removes the incomplete upload). Waits at most `abort_wait_s` twice (parts
+        in flight, then the abort): a part stuck on a stalled S3 is abandoned (it can only fail)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        wait(self._futures, timeout=self._abort_wait_s)  # parts in flight end first: none lands after the abort
         if self.upload_id is None:
             return None
+        upload_id = self.upload_id
         try:
-            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            _bounded(lambda: self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id),
+                     self._abort_wait_s, "aborting the multipart upload")
         except Exception as exc:  # the abort is best effort; the original failure is what we raise
             if _error_code(exc) == "NoSuchUpload":
                 return None  # already gone (aborted by someone else or by the lifecycle rule)
@@ -131,6 +161,29 @@ class MultipartUpload:
             logger.warning("could not abort the multipart upload", extra={"key": self.key, "error": code})
             return f"the incomplete upload could not be aborted ({code}); the bucket's lifecycle rule removes it"
         return None
+
+
+def _bounded(call: Callable[[], Any], limit: float | None, what: str) -> Any:
+    """`call()` on a daemon thread, waited for at most `limit` seconds (None: as long as it takes)."""
+    if limit is None:
+        return call()
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="pgkeeper-s3-call", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise Stalled(f"S3 did not answer {what} within {limit:.0f} s (a stalled endpoint?)")
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def _error_code(exc: BaseException) -> str | None:
