@@ -498,3 +498,25 @@ def test_plan_check_names_an_unreachable_cache(no_cache_env, app_db, ns):
     plan = parse_plan(plan_for(ns), base_dir=Path("."), source="t")
     problems = REFRESH.check(plan, app_db)
     assert len(problems) == 1 and problems[0].startswith("cache: redis at 127.0.0.1:") and "PING" in problems[0]
+
+
+def test_a_tight_budget_still_invalidates_the_views_that_refreshed(backend, app_db, write_plan, r, ns,
+                                                                    lambda_context):
+    """The next view may not eat the cache's time: a slow view is stopped early enough that the
+    keys of the view refreshed before it are still invalidated."""
+    app_db.execute("CREATE MATERIALIZED VIEW mv_slow AS SELECT 1 AS n FROM pg_sleep(30) WITH NO DATA")
+    seed_cache(r, ns)
+    plan = plan_for(ns)
+    plan["refresh"]["views"] = [plan["refresh"]["views"][0], {"name": "mv_slow"}]
+    plan["cache"] = {"connect_timeout_ms": 200, "timeout_ms": 300}
+    write_plan(plan)
+    app_db.execute("""UPDATE "Companion" SET votes = 50 WHERE id = 3""")
+
+    result = refresh(lambda_context, timeout_s=4)
+
+    report = result["report"]
+    assert result["status"] == "partial"
+    assert {v["name"]: v["outcome"] for v in report["views"]} == {"public.mv_votes": "refreshed",
+                                                                  "public.mv_slow": "not_done"}
+    assert report["cache"]["status"] == "succeeded"
+    assert count(r, f"{ns}votes:*") == 0 and r.get(f"{ns}v:votes") == "4"

@@ -21,6 +21,14 @@ class Budget:
         # Short timeouts keep a proportionate reserve rather than losing most of their time.
         return cls(seconds, reserve_s=min(reserve_s, seconds * 0.1))
 
+    def sooner(self, seconds: float) -> Budget:
+        """The same invocation with `seconds` more held back: work that must leave time for what
+        follows it (a refresh keeps the cache invalidation's time) loops on this one."""
+        other = Budget.__new__(Budget)
+        other.deadline = self.deadline - max(0.0, seconds)
+        other.ends_at = self.ends_at
+        return other
+
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 

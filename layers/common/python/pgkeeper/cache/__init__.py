@@ -98,6 +98,15 @@ def clear_all(plan: Plan, budget: Budget) -> CacheReport | NothingToClear:
     return _run(plan, work, budget, action="clear")
 
 
+def reserve_s(plan: Plan) -> float:
+    """The time a refresh keeps for invalidation when views name cache keys: every call starts only
+    if its connect and read timeouts fit, so two calls' worth (the PING and the first round trip;
+    the rest are quick) plus a margin. Nothing when no view has cache keys."""
+    if not _work(plan.refresh.views):
+        return 0.0
+    return 2 * (plan.cache.connect_timeout_ms + plan.cache.timeout_ms) / 1000 + 0.5
+
+
 def check(plan: Plan) -> list[str]:
     """For `pgkeeper plan check`: when views name cache keys, the cache must be configured and answer."""
     if not _work(plan.refresh.views):

@@ -24,6 +24,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import cache
+from ..budget import Budget
 from ..cache import CacheReport, NothingToClear
 from ..errors import EventError, PgkeeperError, first_line
 from ..idents import QualifiedName, display, qualify
@@ -154,18 +155,22 @@ def run(ctx: JobContext) -> RefreshReport | CacheReport | NothingToClear:
     opts: RefreshOptions = ctx.options
     if opts.clear_cache:
         return cache.clear_all(ctx.plan, ctx.budget)  # its report carries the status
-    session = Session(ctx.db, ctx.budget)
+    # Views are refreshed on a budget that keeps back what invalidating their cache keys needs, so
+    # a view that refreshed never keeps stale keys because the next view used up the time.
+    views_budget = ctx.budget.sooner(0 if opts.dry_run else cache.reserve_s(ctx.plan))
+    session = Session(ctx.db, views_budget)
     try:
-        return _Refresh(ctx, session).run()
+        return _Refresh(ctx, session, views_budget).run()
     finally:
         session.close()
 
 
 class _Refresh:
-    def __init__(self, ctx: JobContext, session: Session) -> None:
+    def __init__(self, ctx: JobContext, session: Session, views_budget: Budget) -> None:
         self.plan = ctx.plan
         self.opts: RefreshOptions = ctx.options
-        self.budget = ctx.budget
+        self.budget = views_budget
+        self.cache_budget = ctx.budget
         self.session = session
         self.results: dict[tuple[str, str], ViewReport] = {}
         self.specs: dict[tuple[str, str], ViewSpec] = {}
@@ -475,7 +480,7 @@ class _Refresh:
 
     def _invalidate(self, views: list[ViewSpec]) -> CacheReport | CacheNotRun | None:
         try:
-            return cache.invalidate_after_refresh(self.plan, views, self.budget)
+            return cache.invalidate_after_refresh(self.plan, views, self.cache_budget)
         except PgkeeperError as exc:
             # The refresh is done and recorded; an unreachable cache makes the run partial, not lost.
             logger.warning("cache invalidation failed", extra={"error": str(exc)})
