@@ -31,7 +31,7 @@ from pgkeeper.config import get_plan
 from pgkeeper.db import Database
 from pgkeeper.errors import ConfigError
 from pgkeeper.events import JobEvent
-from pgkeeper.jobs import JobContext
+from pgkeeper.jobs import JobContext, as_dict
 
 BUCKET = "pgk-backups"
 
@@ -83,9 +83,28 @@ def s3(aws):
     return client
 
 
+BIG = ("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS t "
+       "FROM generate_series(1, 400000) g")
+
+
+def _schema_and_big(conn: psycopg.Connection) -> None:
+    conn.execute(SCHEMA)
+    conn.execute(BIG)
+
+
 @pytest.fixture()
-def seeded(use_db, pg):
-    pg.execute(SCHEMA)
+def db_url(request, make_database, database_template) -> str:
+    """The test's new database. For a test using `big`, a copy of a template holding SCHEMA and the
+    big table: writing its 400k rows takes ~1 s, copying them a tenth of that."""
+    if "big" in request.fixturenames:
+        return make_database(template=database_template("backup_big", _schema_and_big))
+    return make_database()
+
+
+@pytest.fixture()
+def seeded(use_db, pg, request):
+    if "big" not in request.fixturenames:  # `big`'s copy has SCHEMA already
+        pg.execute(SCHEMA)
     return use_db
 
 
@@ -160,7 +179,7 @@ def test_manifest_counts_rows_in_the_dump_snapshot_not_later_writes(seeded, plan
 
     pg.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS t "
                "FROM generate_series(1, 300000) g")
-    report = JOB.run(_ctx(seeded, on_part=write_during_dump))
+    report = as_dict(JOB.run(_ctx(seeded, on_part=write_during_dump)))
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=report["manifest_key"])["Body"].read())
     counts = {(t["schema"], t["name"]): t["rows"] for t in manifest["tables"]}
     assert counts[("public", "empty_table")] == 0
@@ -220,9 +239,7 @@ def big(seeded, pg, plan):
     """Enough rows that the dump is still running when the first 5 MiB part is uploaded. zstd runs
     in-line (no worker threads), so compressed output follows the input closely: pg_dump still has
     ~20 MB to write, and blocks on the pipe, when part 1 is handed over."""
-    plan(compression_threads=0)
-    pg.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS t "
-               "FROM generate_series(1, 400000) g")
+    plan(compression_threads=0)  # the table itself comes with the database (see db_url)
     return seeded
 
 
@@ -428,7 +445,7 @@ def test_pg_dump_gets_the_password_in_its_environment_never_in_its_command_line(
             if not seen:
                 seen.append((Path(f"/proc/{pid}/cmdline").read_bytes(), Path(f"/proc/{pid}/environ").read_bytes()))
 
-    report = JOB.run(_ctx(url, on_part=look_at_pg_dump))
+    report = as_dict(JOB.run(_ctx(url, on_part=look_at_pg_dump)))
     assert seen, "pg_dump finished before the first part: the hook never saw it running"
     cmdline, environ = seen[0]
     assert b"--snapshot=" in cmdline and b"Sup3rSecretPw" not in cmdline

@@ -24,7 +24,7 @@ from pgkeeper.backup.verify import verify_backup
 from pgkeeper.budget import Budget
 from pgkeeper.cli import main as cli
 from pgkeeper.db import Database, DeadlineReached, bound
-from pgkeeper.jobs import JobContext
+from pgkeeper.jobs import JobContext, as_dict
 from pgkeeper.plan import parse_plan
 from pgkeeper.plan.database import DatabaseSettings
 
@@ -81,7 +81,7 @@ def backup(db_url, pg, aws, tmp_path, monkeypatch) -> tuple[dict, Path]:
     ctx = JobContext(plan=plan, db=Database(db_url, plan.database, "backup"), budget=Budget(600),
                      options=BackupOptions(verify="list"), run_id="conn0001")
     try:
-        report = JOB.run(ctx)
+        report = as_dict(JOB.run(ctx))
     finally:
         ctx.db.close()
     s3 = boto3.client("s3")
@@ -94,7 +94,7 @@ def test_the_restore_test_connects_with_the_plans_timeouts_and_pgkeepers_name(ba
     with connections_opened() as seen:
         outcome = verify_backup(boto3.client("s3"), BUCKET, manifest, pgtools.find("pg_restore"), mode="restore",
                                 server_conninfo=admin_url, run_id="conn0001", settings=settings)
-    assert outcome["restore"]["rows_match"] is True
+    assert outcome.restore is not None and outcome.restore.rows_match is True
     server = conninfo_to_dict(admin_url)["dbname"]
     # The server's session (CREATE/DROP DATABASE) and the scratch database's (the row counts).
     assert [s[0] for s in seen][0] == server

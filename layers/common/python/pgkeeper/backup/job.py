@@ -17,22 +17,23 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..db.dsn import session_conninfo
 from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
-from ..jobs import JobContext, JobSpec, Options
+from ..jobs import JobContext, JobReport, JobSpec, Options, SparseModel
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import split_name
 from . import manifest as mf
 from . import pgtools
 from .errors import BackupError, VerificationError
+from .manifest import Verification
 from .pipeline import MultipartUpload, Progress, dump_to_s3
 from .restore import dbname
 from .retention import decide
@@ -52,7 +53,75 @@ class BackupOptions(Options):
     prune: bool = Field(True, description="apply retention after this backup verified")
 
 
-def run(ctx: JobContext) -> dict[str, Any]:
+class _Report(JobReport, SparseModel):
+    """A backup job's report, serialised as the dicts it replaced were: `errors` only when there are
+    some (a real run that fails raises), `duration_s` only when set (a dry run leaves it to the runner)."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s"})
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key == "errors":
+            return bool(value)
+        return super()._keeps(key, value)
+
+
+class BackupReport(_Report):
+    """A backup that verified and whose manifest is written; `kept` only when retention ran."""
+
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "kept"})
+    ORDER: ClassVar[tuple[str, ...]] = (
+        "status", "bucket", "key", "manifest_key", "bytes_in", "bytes_out", "ratio", "sha256", "tables", "rows",
+        "pg_dump_version", "server_version", "dump_s", "throughput_mb_s", "verification", "pruned",
+        "orphans_deleted", "duration_s", "kept")
+
+    bucket: str
+    key: str
+    manifest_key: str
+    bytes_in: int
+    bytes_out: int
+    ratio: float | None
+    sha256: str
+    tables: int
+    rows: int
+    pg_dump_version: str
+    server_version: str
+    dump_s: float
+    throughput_mb_s: float | None
+    verification: Verification
+    pruned: list[str]
+    """Keys of the backups retention deleted."""
+    orphans_deleted: list[str]
+    """Dumps left without a manifest (older than ORPHAN_AGE) that were swept."""
+    kept: int | None = None
+
+
+class KeptBackup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    why: list[str]
+    """The retention rules that keep it (`newest`, `daily 2026-12-01`...)."""
+
+
+class BackupDryRunReport(_Report):
+    """What a real run would use and delete; `failed` (with `errors`) when pg_dump would not do."""
+
+    ORDER: ClassVar[tuple[str, ...]] = ("status", "dry_run", "bucket", "prefix", "pg_dump_version", "backups",
+                                        "would_keep", "would_delete", "orphans", "errors")
+
+    dry_run: Literal[True] = True
+    bucket: str
+    prefix: str
+    pg_dump_version: str | None
+    """None: no usable pg_dump was found."""
+    backups: int
+    would_keep: list[KeptBackup]
+    would_delete: list[str]
+    orphans: list[str]
+
+
+def run(ctx: JobContext) -> BackupReport | BackupDryRunReport:
     plan = ctx.plan.backup
     opts: BackupOptions = ctx.options
     bucket = plan.resolve_bucket()
@@ -77,7 +146,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
     key = store.new_key(taken_at, ctx.run_id, opts.label)
     upload = MultipartUpload(s3, bucket, key, concurrency=plan.upload_concurrency,
                              metadata={"pgkeeper-run-id": ctx.run_id,
-                                       "pgkeeper-database": database_folder(database).rstrip("/")})
+                                       "pgkeeper-database": database_folder(database).rstrip("/")},
+                             time_left=lambda: ctx.budget.remaining() - VERIFY_RESERVE_S)
     timeout_s = max(60.0, ctx.budget.remaining())
 
     with Snapshot(ctx.db, timeout_s=timeout_s) as snap:
@@ -137,7 +207,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
     except psycopg.Error as exc:
         _discard(store, key, "verification failed")
         raise VerificationError(f"verification could not run: {first_line(exc)}") from exc
-    timings["verify_s"] = verification["duration_s"]
+    assert verification.duration_s is not None  # verify_backup always times itself
+    timings["verify_s"] = verification.duration_s
     # The manifest is complete only now: what verified it, every phase's time, when it finished.
     manifest = manifest.model_copy(update={
         "verification": verification, "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -152,29 +223,14 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     _emit(result.bytes_out, time.monotonic() - started)
     mb = result.bytes_in / 1e6
-    report = {
-        "status": "succeeded",
-        "bucket": bucket,
-        "key": key,
-        "manifest_key": manifest_key,
-        "bytes_in": result.bytes_in,
-        "bytes_out": result.bytes_out,
-        "ratio": manifest.ratio,
-        "sha256": result.sha256,
-        "tables": len(counts),
-        "rows": manifest.rows,
-        "pg_dump_version": pg_dump.version,
-        "server_version": manifest.server_version,
-        "dump_s": round(result.dump_s, 3),
-        "throughput_mb_s": round(mb / result.dump_s, 1) if result.dump_s > 0 else None,
-        "verification": verification,
-        "pruned": pruned,
-        "orphans_deleted": orphans,
-        "duration_s": round(time.monotonic() - started, 3),
-    }
-    if kept is not None:
-        report["kept"] = kept
-    return report
+    return BackupReport(
+        status="succeeded", bucket=bucket, key=key, manifest_key=manifest_key, bytes_in=result.bytes_in,
+        bytes_out=result.bytes_out, ratio=manifest.ratio, sha256=result.sha256, tables=len(counts),
+        rows=manifest.rows, pg_dump_version=pg_dump.version, server_version=manifest.server_version,
+        dump_s=round(result.dump_s, 3),
+        throughput_mb_s=round(mb / result.dump_s, 1) if result.dump_s > 0 else None,
+        verification=verification, pruned=pruned, orphans_deleted=orphans,
+        duration_s=round(time.monotonic() - started, 3), kept=kept)
 
 
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -191,9 +247,14 @@ def _cancel_count(snap: Snapshot) -> None:
             logger.warning("could not cancel the row count")
 
 
+VERIFY_RESERVE_S = 30.0
+"""Time kept for verification, the manifest and retention after the upload; no wait on S3 during
+the upload may eat into it (a stalled endpoint fails the run with that much time left to say so)."""
+
+
 def _out_of_time(ctx: JobContext, progress: Progress) -> bool:
     # Reading the object back costs roughly what uploading it did: keep that much, plus a margin.
-    return ctx.budget.exhausted(30.0 + progress.bytes_out / 50e6)
+    return ctx.budget.exhausted(VERIFY_RESERVE_S + progress.bytes_out / 50e6)
 
 
 def _verify_server(ctx: JobContext, env_name: str | None) -> str:
@@ -236,7 +297,7 @@ def _prune(store: BackupStore, policy: Any) -> tuple[list[str], int, list[str]]:
     return pruned, len(decision.keep), swept
 
 
-def _dry_run(ctx: JobContext, store: BackupStore) -> dict[str, Any]:
+def _dry_run(ctx: JobContext, store: BackupStore) -> BackupDryRunReport:
     """What a real run would use and delete, without uploading or deleting anything."""
     plan = ctx.plan.backup
     problems: list[str] = []
@@ -249,20 +310,12 @@ def _dry_run(ctx: JobContext, store: BackupStore) -> dict[str, Any]:
         problems.append(str(exc))
     backups, orphans = store.scan()
     decision = decide(backups, plan.retention)
-    report: dict[str, Any] = {
-        "status": "failed" if problems else "succeeded",
-        "dry_run": True,
-        "bucket": store.bucket,
-        "prefix": store.base,
-        "pg_dump_version": pg_dump_version,
-        "backups": len(backups),
-        "would_keep": [{"key": b.key, "why": decision.reasons[b.key]} for b in decision.keep],
-        "would_delete": [b.key for b in decision.delete] if plan.retention.enabled else [],
-        "orphans": [o.key for o in orphans],
-    }
-    if problems:
-        report["errors"] = problems
-    return report
+    return BackupDryRunReport(
+        status="failed" if problems else "succeeded", bucket=store.bucket, prefix=store.base,
+        pg_dump_version=pg_dump_version, backups=len(backups),
+        would_keep=[KeptBackup(key=b.key, why=decision.reasons[b.key]) for b in decision.keep],
+        would_delete=[b.key for b in decision.delete] if plan.retention.enabled else [],
+        orphans=[o.key for o in orphans], errors=problems)
 
 
 def _emit(bytes_out: int, seconds: float) -> None:

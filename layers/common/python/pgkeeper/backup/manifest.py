@@ -11,12 +11,13 @@ ignores fields it does not (added within a major version); anything else is refu
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import __version__ as pgkeeper_version
 from ..errors import PgkeeperError
+from ..jobs import SparseModel
 from .pipeline import UploadResult
 from .snapshot import TableCount
 
@@ -64,6 +65,40 @@ class Excluded(_Part):
     table_data: list[str] = Field(default_factory=list)
 
 
+class Decoded(_Part):
+    """The full decode of the archive: how many bytes, and where (in the upload's pipeline, the same
+    bytes by the SHA-256, or while reading the object back)."""
+
+    bytes: int
+    where: Literal["upload", "read-back"]
+
+
+class RestoreCheck(_Part):
+    rows_match: bool
+    rows: int
+
+
+class Verification(SparseModel):
+    """How a backup was proven before its manifest was written (verify.py). Manifests written by
+    earlier versions hold only some of these keys (or others, such as `bytes`): every key but the
+    first three is optional and left out when absent, and keys this version does not know are kept,
+    so a manifest read and written again is the same document."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"bytes_read", "decoded", "tables", "restore", "duration_s"})
+
+    mode: Literal["list", "restore"]
+    ok: bool
+    sha256: Literal["match"]
+    bytes_read: int | None = None
+    decoded: Decoded | None = None
+    tables: int | None = None
+    """Tables whose data the archive's table of contents holds, as counted in the snapshot."""
+    restore: RestoreCheck | None = None
+    """`restore` mode: the scratch database's row counts against the manifest's."""
+    duration_s: float | None = None
+
+
 class Manifest(BaseModel):
     """One backup: the object, its checksum, the snapshot's exact row counts, how it was verified."""
 
@@ -93,7 +128,7 @@ class Manifest(BaseModel):
     extension_tables: list[TableRef] = Field(default_factory=list)
     excluded: Excluded = Field(default_factory=Excluded)
     timings: dict[str, float] = Field(default_factory=dict)
-    verification: dict[str, Any] | None = None
+    verification: Verification | None = None
     """How the backup was proven before this manifest was written (verify.py's report)."""
     finished_at: str | None = None
 

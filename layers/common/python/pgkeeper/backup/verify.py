@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -22,7 +22,7 @@ from ..idents import display
 from ..log import logger
 from ..plan.database import DatabaseSettings
 from .errors import ChecksumMismatchError, VerificationError
-from .manifest import Manifest
+from .manifest import Decoded, Manifest, RestoreCheck, Verification
 from .pgtools import Tool, fetch_server_version_num
 from .restore import ScriptSink, Sink, list_sink, restore_sink, stream_archive, table_data_entries
 from .snapshot import count_tables
@@ -36,11 +36,11 @@ def verify_backup(
     manifest: Manifest,
     pg_restore: Tool,
     *,
-    mode: str,
+    mode: Literal["list", "restore"],
     server_conninfo: str,
     run_id: str,
     settings: DatabaseSettings | None = None,
-) -> dict:
+) -> Verification:
     """Raise VerificationError (ChecksumMismatchError) unless the object reads back as written.
 
     `restore` mode works on `server_conninfo` with `settings` (the plan's `database`; their defaults
@@ -73,12 +73,7 @@ def verify_backup(
             raise VerificationError(f"the object decompresses to {stats.bytes_decompressed} bytes; pg_dump wrote "
                                     f"{manifest.bytes_in}")
         _check_toc(sinks[0].stdout_lines, manifest)
-        outcome: dict[str, Any] = {
-            "mode": mode, "ok": True, "sha256": "match", "bytes_read": stats.bytes_compressed,
-            # Where the full decode happened: in the pipeline (the same bytes, by the SHA-256) or here.
-            "decoded": {"bytes": manifest.bytes_in, "where": "read-back" if mode == "restore" else "upload"},
-            "tables": len(manifest.tables),
-        }
+        restore: RestoreCheck | None = None
         if scratch_db is not None:
             with scratch_db.connect(autocommit=True, purpose=PURPOSE) as conn:
                 restored = count_tables(conn, manifest.table_names())
@@ -86,9 +81,12 @@ def verify_backup(
                      for (s, n), want in manifest.counts().items() if restored.get((s, n)) != want]
             if wrong:
                 raise VerificationError("restored row counts differ from the manifest: " + "; ".join(wrong[:10]))
-            outcome["restore"] = {"rows_match": True, "rows": sum(restored.values())}
-        outcome["duration_s"] = round(time.monotonic() - started, 3)
-        return outcome
+            restore = RestoreCheck(rows_match=True, rows=sum(restored.values()))
+        return Verification(
+            mode=mode, ok=True, sha256="match", bytes_read=stats.bytes_compressed,
+            # Where the full decode happened: in the pipeline (the same bytes, by the SHA-256) or here.
+            decoded=Decoded(bytes=manifest.bytes_in, where="read-back" if mode == "restore" else "upload"),
+            tables=len(manifest.tables), restore=restore, duration_s=round(time.monotonic() - started, 3))
     except BaseException:
         # stream_archive kills its sinks on failure, but not when it was never reached (the scratch
         # database or the restore sink failed): pg_restore --list would wait on its stdin forever.

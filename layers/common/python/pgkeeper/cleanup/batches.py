@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import psycopg
 from psycopg import sql
@@ -41,6 +41,11 @@ class Walk(Protocol):
     def advance(self, rng: Range) -> None: ...
     def unprocessed(self) -> tuple[sql.Composable, tuple[Any, ...]]: ...
     def progress(self) -> dict[str, int]: ...
+
+
+WalkStop = Literal["done", "counted", "budget", "blocked", "limit"]
+"""Why a walk stopped: every range walked, every row counted at the start gone, the deadline near,
+the table locked by another session, or more rows gone than the safety rail allows."""
 
 
 class BatchError(Exception):
@@ -177,8 +182,8 @@ def uses_tid_range(conn: psycopg.Connection, query: sql.Composed, params: tuple)
 
 
 def walk(conn: psycopg.Connection, heap: Heap, walker: Walk, pred: Predicate, settings: Settings,
-         totals: Totals) -> str:
-    """Delete (or count) every matching row of `heap`; why it stopped: done | counted | budget | blocked | limit."""
+         totals: Totals) -> WalkStop:
+    """Delete (or count) every matching row of `heap`; why it stopped."""
     sizer = Sizer(settings.target_ms, walker.initial, walker.maximum)
     skip_locked = False
     lock_failures = cancels = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from psycopg import sql
@@ -20,6 +20,7 @@ from ..idents import QualifiedName
 from ..plan.base import column_ident, split_name
 from ..plan.cleanup import CleanupTarget
 from .resolve import TargetProblems
+from .tables import TargetResult
 
 
 @dataclass
@@ -64,8 +65,30 @@ def resolve_function(conn: psycopg.Connection, spec: CleanupTarget) -> FunctionT
     return target
 
 
-def call(conn: psycopg.Connection, target: FunctionTarget, *, dry_run: bool) -> dict[str, Any]:
-    """Call the function once; the report's counts are the integer columns it returned."""
+class FunctionTargetReport(TargetResult):
+    """A function target's report: the integer columns the function returned and its total, which is
+    null when it returned none (in a dry run, `would_delete` is the total and `rows_deleted` 0)."""
+
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"error"})
+    ORDER: ClassVar[tuple[str, ...]] = ("target", "kind", "function", "dry_run", "counts", "rows_deleted",
+                                        "transactions", "longest_transaction_ms", "outcome", "would_delete", "error")
+
+    kind: Literal["function"] = "function"
+    function: str
+    dry_run: bool
+    counts: dict[str, int]
+    transactions: int
+    longest_transaction_ms: float
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key == "would_delete":
+            return self.dry_run
+        return super()._keeps(key, value)
+
+
+def call(conn: psycopg.Connection, target: FunctionTarget, *, dry_run: bool) -> FunctionTargetReport:
+    """Call the function once (a dry run in a transaction rolled back); the report's counts are the
+    integer columns it returned."""
     started = time.perf_counter()
     with conn.transaction(force_rollback=dry_run):
         cur = conn.execute(sql.SQL("SELECT * FROM {}()").format(target.ident))
@@ -77,8 +100,11 @@ def call(conn: psycopg.Connection, target: FunctionTarget, *, dry_run: bool) -> 
         for col, value in zip(names, row, strict=True):
             if isinstance(value, int | Decimal) and not isinstance(value, bool):
                 counts[col] = counts.get(col, 0) + int(value)
-    return {"counts": counts, "rows_deleted": total(target.spec, counts), "transactions": 1,
-            "longest_transaction_ms": round(elapsed_ms, 1)}
+    deleted = total(target.spec, counts)
+    return FunctionTargetReport(
+        target=target.spec.key, function=target.display, dry_run=dry_run, counts=counts,
+        rows_deleted=0 if dry_run else deleted, would_delete=deleted if dry_run else None, transactions=1,
+        longest_transaction_ms=round(elapsed_ms, 1), outcome="dry_run" if dry_run else "done")
 
 
 def total(spec: CleanupTarget, counts: dict[str, int]) -> int | None:

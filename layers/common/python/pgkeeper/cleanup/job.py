@@ -9,28 +9,58 @@ idempotent) or a table was locked, and `failed` when a target failed or the safe
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ..db import bound
 from ..errors import EventError, first_line
-from ..jobs import JobContext, JobSpec, Options, Report
+from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options, SparseModel
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.cleanup import CleanupTarget
 from . import functions
+from .functions import FunctionTargetReport
 from .resolve import TableTarget, TargetProblems, resolve_table
-from .tables import TableRun, choose_method, method_problems
+from .tables import Method, TableRun, TableTargetReport, TargetOutcome, TargetResult, choose_method, method_problems
 
 
 class CleanupOptions(Options):
     targets: list[str] | None = Field(None, description="only these targets (by name); default all")
-    method: Literal["auto", "tid_range", "keyset"] = Field(
+    method: Method | Literal["auto"] = Field(
         "auto", description="auto: TID ranges on PostgreSQL >= 14, primary-key ranges before; force one to compare"
     )
+
+
+TargetReport = TableTargetReport | FunctionTargetReport | TargetResult
+"""A target in the report: a table's or a function's, or just how it ended when it was not cleaned
+(`not_run`, `not_started`, `blocked`, or `failed` before its work began)."""
+
+
+class CleanupReport(JobReport, SparseModel):
+    """A cleanup run's report, serialised as the dict it replaced: `dry_run` and `summary` unless the run
+    ended before any target was tried, `would_delete` in dry runs, `errors` only when there are some,
+    `note` when the plan has no targets, `duration_s` only once the runner adds the run's own."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "dry_run", "would_delete", "summary", "note"})
+    ORDER: ClassVar[tuple[str, ...]] = ("status", "dry_run", "rows_deleted", "targets", "would_delete", "summary",
+                                        "errors", "note")
+
+    dry_run: bool | None = None
+    rows_deleted: int
+    targets: list[TargetReport]
+    """In the plan's order, except that targets blocked during their check come first."""
+    would_delete: int | None = None
+    summary: str | None = None
+    note: str | None = None
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key == "errors":
+            return bool(value)
+        return super()._keeps(key, value)
 
 
 ResolvedTarget = TableTarget | functions.FunctionTarget
@@ -57,7 +87,7 @@ def _resolve(conn: psycopg.Connection, spec: CleanupTarget) -> ResolvedTarget:
     return resolve_table(conn, spec)
 
 
-def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: str,
+def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: Method | Literal["auto"],
               prefix: str = "") -> tuple[list[ResolvedTarget], list[str], dict[str, str]]:
     """Resolve every target: the resolved ones, all problems of all targets (each prefixed with the
     target's name), and the targets whose table could not be checked because it is locked (a
@@ -85,12 +115,12 @@ def _validate(conn: psycopg.Connection, specs: list[CleanupTarget], requested: s
     return resolved, problems, blocked
 
 
-def run(ctx: JobContext) -> Report:
+def run(ctx: JobContext) -> CleanupReport:
     plan = ctx.plan.cleanup
     options: CleanupOptions = ctx.options
     specs = _select(plan.targets, options.targets)
     if not specs:
-        return {"status": "succeeded", "rows_deleted": 0, "targets": [], "note": "the plan has no cleanup targets"}
+        return CleanupReport(status="succeeded", rows_deleted=0, targets=[], note="the plan has no cleanup targets")
     settings = ctx.plan.database
     statement_ms = settings.statement_timeout_s * 1000
     # One delete session, reopened (with its settings) if the server drops it between targets.
@@ -100,16 +130,16 @@ def run(ctx: JobContext) -> Report:
         resolved, problems, blocked = _validate(conn, specs, options.method)
         if problems:
             # Nothing is deleted unless every target checks out: a bad plan fails loudly, whole.
-            return {"status": "failed", "rows_deleted": 0, "errors": problems, "dry_run": options.dry_run,
-                    "targets": [{"target": s.key, "outcome": "not_run"} for s in specs]}
+            return CleanupReport(status="failed", rows_deleted=0, errors=problems, dry_run=options.dry_run,
+                                 targets=[TargetResult(target=s.key, outcome="not_run") for s in specs])
         method = choose_method(options.method, conn.info.server_version)
-        results: list[dict[str, Any]] = [
-            {"target": key, "outcome": "blocked", "rows_deleted": 0, "error": why} for key, why in blocked.items()]
+        results: list[TargetReport] = [
+            TargetResult(target=key, outcome="blocked", rows_deleted=0, error=why) for key, why in blocked.items()]
         for key, why in blocked.items():
             logger.warning("cleanup target blocked", extra={"target": key, "error": why})
         for target in resolved:
             if ctx.budget.exhausted(plan.cap_ms / 1000 + 0.5):
-                results.append({"target": target.spec.key, "outcome": "not_started", "rows_deleted": 0})
+                results.append(TargetResult(target=target.spec.key, outcome="not_started", rows_deleted=0))
                 continue
             results.append(_clean(work.conn, target, ctx, method, statement_ms))
     finally:
@@ -126,36 +156,36 @@ def _session(conn: psycopg.Connection, timezone: str, async_commit: bool) -> Non
                  [timezone, "off" if async_commit else "on"])
 
 
-def _clean(conn: psycopg.Connection, target: ResolvedTarget, ctx: JobContext, method: str, statement_ms: int) -> dict:
+def _clean(conn: psycopg.Connection, target: ResolvedTarget, ctx: JobContext, method: Method,
+           statement_ms: int) -> TargetReport:
     plan = ctx.plan.cleanup
     dry_run = ctx.options.dry_run
     lock_ms = ctx.plan.database.lock_timeout_ms
     table_run: TableRun | None = None
+    result: TargetReport
     try:
         if isinstance(target, TableTarget):
             table_run = TableRun(conn, target, plan, method=method, budget=ctx.budget, dry_run=dry_run,
                                  statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
             result = table_run.run()
-            result["checked_ms"] = target.checked_ms
+            result.checked_ms = target.checked_ms
         else:
             bound(conn, ctx.budget, cap_ms=statement_ms, lock_timeout_ms=lock_ms, local=False)
-            result = {"target": target.spec.key, "kind": "function", "function": target.display, "dry_run": dry_run,
-                      **functions.call(conn, target, dry_run=dry_run), "outcome": "dry_run" if dry_run else "done"}
-            if dry_run:
-                result["would_delete"], result["rows_deleted"] = result["rows_deleted"], 0
+            result = functions.call(conn, target, dry_run=dry_run)
     except (psycopg.Error, TargetProblems) as exc:
         # One target failing does not stop the others; the run still ends `failed` and raises.
         message = f"{type(exc).__name__}: {first_line(exc)}" if isinstance(exc, psycopg.Error) else first_line(exc)
         logger.warning("cleanup target failed", extra={"target": target.spec.key, "error": message})
         if table_run is None:
-            return {"target": target.spec.key, "outcome": "failed", "rows_deleted": 0, "error": message}
+            return TargetResult(target=target.spec.key, outcome="failed", rows_deleted=0, error=message)
         # The batches committed before the failure stay deleted: the report (filled in by run()'s
         # `finally`) says how many, and the metric counts them.
-        result = {**table_run.report, "outcome": "failed", "error": message}
-    if not dry_run and result.get("rows_deleted"):
-        _metric(target.spec.key, result["rows_deleted"])
-    logger.info("cleanup target finished", extra={"target": target.spec.key, "outcome": result.get("outcome"),
-                                                  "rows_deleted": result.get("rows_deleted")})
+        result = table_run.report
+        result.outcome, result.error = "failed", message
+    if not dry_run and result.rows_deleted:
+        _metric(target.spec.key, result.rows_deleted)
+    logger.info("cleanup target finished", extra={"target": target.spec.key, "outcome": result.outcome,
+                                                  "rows_deleted": result.rows_deleted})
     return result
 
 
@@ -167,39 +197,36 @@ def _metric(target: str, rows: int) -> None:
         metric.add_dimension(name="target", value=target)
 
 
-def _summary(results: list[dict[str, Any]], dry_run: bool) -> Report:
-    outcomes = [r.get("outcome") for r in results]
-    errors = [f"{r['target']}: {r['error']}" for r in results if r.get("outcome") in ("failed", "refused")]
+def _summary(results: list[TargetReport], dry_run: bool) -> CleanupReport:
+    outcomes = [r.outcome for r in results]
+    errors = [f"{r.target}: {r.error}" for r in results if r.outcome in ("failed", "refused")]
+    status: JobOutcome
     if errors:
         status = "failed"
     elif any(o in ("partial", "blocked", "not_started") for o in outcomes):
         status = "partial"
     else:
         status = "succeeded"
-    deleted = sum(r.get("rows_deleted") or 0 for r in results)
-    report: Report = {"status": status, "dry_run": dry_run, "rows_deleted": deleted, "targets": results}
-    if dry_run:
-        report["would_delete"] = sum(r.get("would_delete") or 0 for r in results)
-    report["summary"] = _describe_run(results, deleted, report.get("would_delete"))
-    if errors:
-        report["errors"] = errors
-    return report
+    deleted = sum(r.rows_deleted or 0 for r in results)
+    would_delete = sum(r.would_delete or 0 for r in results) if dry_run else None
+    return CleanupReport(status=status, dry_run=dry_run, rows_deleted=deleted, targets=results,
+                         would_delete=would_delete, summary=_describe_run(results, deleted, would_delete),
+                         errors=errors)
 
 
-_OUTCOME_WORDS = {"done": "done", "dry_run": "checked", "partial": "stopped at the deadline",
+_OUTCOME_WORDS: dict[TargetOutcome, str] = {"done": "done", "dry_run": "checked", "partial": "stopped at the deadline",
                   "blocked": "blocked by a lock", "not_started": "not started (deadline)", "failed": "failed",
                   "refused": "refused by the safety rail", "not_run": "not run (the plan has problems)"}
 
 
-def _describe_run(results: list[dict[str, Any]], deleted: int, would_delete: int | None) -> str:
+def _describe_run(results: list[TargetReport], deleted: int, would_delete: int | None) -> str:
     """What the whole run did, counted over every target: `deleted 500 rows; 2 targets: 1 done,
     1 refused by the safety rail` (never one target's "nothing was deleted" for the whole run)."""
-    by_outcome: dict[str, int] = {}
+    by_outcome: dict[TargetOutcome, int] = {}
     for r in results:
-        outcome = str(r.get("outcome"))
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        by_outcome[r.outcome] = by_outcome.get(r.outcome, 0) + 1
     head = f"would delete {would_delete} rows" if would_delete is not None else f"deleted {deleted} rows"
-    parts = ", ".join(f"{n} {_OUTCOME_WORDS.get(o, o)}" for o, n in by_outcome.items())
+    parts = ", ".join(f"{n} {_OUTCOME_WORDS[o]}" for o, n in by_outcome.items())
     return f"{head}; {len(results)} target{'s' if len(results) != 1 else ''}: {parts}"
 
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict
 
 from .. import db
 from ..budget import Budget
+from ..jobs import SparseModel
 from ..log import logger
 from ..plan.base import column_ident
 from ..plan.cleanup import CleanupPlan
 from . import estimate, predicate
-from .batches import BatchError, Settings, Totals, index_path, walk
+from .batches import BatchError, Settings, Totals, WalkStop, index_path, walk
 from .resolve import Heap, TableTarget, TargetProblems
 from .walkers import KeysetWalk, TidRangeWalk
 
@@ -26,13 +28,118 @@ CAP_STATEMENT_SHARE = 0.8
 scheduling delays must fit in the rest, so no transaction the app could see runs past the cap."""
 
 
-def choose_method(requested: str, server_version: int) -> str:
+TargetOutcome = Literal["done", "dry_run", "partial", "blocked", "not_started", "failed", "refused", "not_run"]
+"""How one target ended: `dry_run` a dry run's, `partial` stopped at the deadline, `blocked` its table
+locked by another session, `not_started` left by the deadline, `refused` by the safety rail, `not_run`
+not even tried because the plan has problems."""
+
+Method = Literal["tid_range", "keyset"]
+"""How a table is walked: TID ranges (PostgreSQL >= 14) or primary-key ranges."""
+
+
+class TargetResult(SparseModel):
+    """A target in the report: just how it ended, for one that was not (or could not be) cleaned;
+    the table and function reports say more. `rows_deleted` and `error` only when known."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"rows_deleted", "error", "would_delete"})
+
+    target: str
+    outcome: TargetOutcome
+    rows_deleted: int | None = None
+    error: str | None = None
+    would_delete: int | None = None
+    """Dry runs of tables and functions only."""
+
+
+class SampleEstimate(BaseModel):
+    """The block sample's figures (exact when the sample read the whole table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table_rows: int
+    matching: int
+    exact: bool
+
+
+class WalkPosition(SparseModel):
+    """Where a walk over a heap was: blocks of a TID walk, keys of a keyset walk."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"blocks_walked", "blocks", "keys_walked"})
+
+    table: str
+    blocks_walked: int | None = None
+    blocks: int | None = None
+    keys_walked: int | None = None
+
+
+class StoppedEarly(WalkPosition):
+    """A heap whose walk stopped once every row counted at its start was gone."""
+
+    matching_at_start: int | None
+    why: str
+
+
+class Retried(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lock_timeouts: int
+    cancelled_at_cap: int
+
+
+class TableTargetReport(TargetResult):
+    """A table target's report, serialised as the dict it replaced: the optional keys only when the run
+    got that far (`remaining` also as null when the walk stopped and the rest could not be sampled),
+    `would_delete` in dry runs, `checked_ms` once the run finished without raising."""
+
+    SPARSE: ClassVar[frozenset[str]] = frozenset({
+        "error", "cutoff", "estimate", "safety_rail", "stopped_early", "stopped_at", "remaining", "analyze",
+        "analyze_ms", "retried", "would_delete", "checked_ms"})
+    ORDER: ClassVar[tuple[str, ...]] = (
+        "target", "kind", "table", "condition", "method", "dry_run", "cutoff", "estimate", "safety_rail",
+        "stopped_early", "stopped_at", "remaining", "outcome", "error", "analyze", "analyze_ms", "rows_deleted",
+        "transactions", "longest_transaction_ms", "duration_ms", "skipped_locked", "retried", "would_delete",
+        "checked_ms")
+
+    kind: Literal["table"] = "table"
+    table: str
+    condition: str
+    method: Method | Literal["index"]
+    """`index`: every heap was cleaned by one DELETE through the expiry index."""
+    dry_run: bool
+    outcome: TargetOutcome = "failed"
+    """Set by the run; a run cut short by an exception failed."""
+    cutoff: str | None = None
+    estimate: SampleEstimate | None = None
+    safety_rail: str | None = None
+    """Dry runs: what the safety rail would say."""
+    stopped_early: list[StoppedEarly] | None = None
+    stopped_at: WalkPosition | None = None
+    remaining: int | None = None
+    analyze: str | None = None
+    analyze_ms: float | None = None
+    rows_deleted: int = 0
+    transactions: int = 0
+    longest_transaction_ms: float = 0.0
+    duration_ms: float = 0.0
+    skipped_locked: int = 0
+    retried: Retried | None = None
+    checked_ms: float | None = None
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key == "remaining" and self.stopped_at is not None:
+            return True  # null: the rows left could not be sampled
+        return super()._keeps(key, value)
+
+
+def choose_method(requested: Method | Literal["auto"], server_version: int) -> Method:
     if requested == "auto":
         return "tid_range" if server_version >= TID_RANGE_MIN_VERSION else "keyset"
     return requested
 
 
-def method_problems(target: TableTarget, method: str, server_version: int) -> list[str]:
+def method_problems(target: TableTarget, method: Method, server_version: int) -> list[str]:
     if method == "tid_range" and server_version < TID_RANGE_MIN_VERSION:
         return [f"method tid_range needs PostgreSQL 14 or later (this server is {server_version // 10000})"]
     if method == "keyset":
@@ -49,7 +156,7 @@ def set_timeouts(conn: psycopg.Connection, statement_ms: int, lock_ms: int) -> N
 class TableRun:
     """Cleans one table target; `run()` returns the report of what happened."""
 
-    def __init__(self, conn: psycopg.Connection, target: TableTarget, plan: CleanupPlan, *, method: str,
+    def __init__(self, conn: psycopg.Connection, target: TableTarget, plan: CleanupPlan, *, method: Method,
                  budget: Budget, dry_run: bool, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
         self.conn = conn
         self.target = target
@@ -62,10 +169,8 @@ class TableRun:
         self.lock_timeout_ms = lock_timeout_ms
         self.totals = Totals()
         self.stats: dict[int, estimate.HeapStats] = {}
-        self.report: dict[str, Any] = {
-            "target": self.spec.key, "kind": "table", "table": target.display,
-            "condition": predicate.describe(self.spec), "method": method, "dry_run": dry_run,
-        }
+        self.report = TableTargetReport(target=self.spec.key, table=target.display,
+                                        condition=predicate.describe(self.spec), method=method, dry_run=dry_run)
 
     def _phase_timeouts(self) -> None:
         """Catalog reads, samples, ANALYZE: the plan's timeouts, never past the deadline.
@@ -75,29 +180,27 @@ class TableRun:
         db.bound(self.conn, self.budget, cap_ms=self.statement_timeout_ms, floor_ms=PHASE_FLOOR_MS, local=False,
                  lock_timeout_ms=self.lock_timeout_ms)
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> TableTargetReport:
         started = time.perf_counter()
         try:
             self._run()
         finally:
-            t = self.totals
-            self.report.update({
-                "rows_deleted": 0 if self.dry_run else t.rows,
-                "transactions": t.transactions,
-                "longest_transaction_ms": round(t.longest_ms, 1),
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "skipped_locked": t.skipped_locked,
-            })
+            t, r = self.totals, self.report
+            r.rows_deleted = 0 if self.dry_run else t.rows
+            r.transactions = t.transactions
+            r.longest_transaction_ms = round(t.longest_ms, 1)
+            r.duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            r.skipped_locked = t.skipped_locked
             if t.aborted:
-                self.report["retried"] = {"lock_timeouts": t.lock_retries, "cancelled_at_cap": t.cancelled}
+                r.retried = Retried(lock_timeouts=t.lock_retries, cancelled_at_cap=t.cancelled)
             if self.dry_run:
-                self.report["would_delete"] = t.rows
+                r.would_delete = t.rows
         return self.report
 
     def _run(self) -> None:
         self._phase_timeouts()
         pred = predicate.build(self.spec, self.target.times or predicate.resolve_times(self.conn, self.spec))
-        self.report["cutoff"] = pred.cutoff.isoformat()
+        self.report.cutoff = pred.cutoff.isoformat()
         heaps = self.target.heaps
         self.stats = estimate.heap_stats(self.conn, heaps, column_ident(self.spec.expiry_column or ""))
         known = [self.stats[h.oid].rows for h in heaps]
@@ -110,15 +213,16 @@ class TableRun:
             estimates = [estimate.sample(self.conn, h, pred) for h in heaps]
             est = sum(estimates, estimate.Estimate())
             rows_before = est.rows
-            self.report["estimate"] = {"table_rows": est.rows, "matching": est.matching, "exact": est.exact}
+            self.report.estimate = SampleEstimate(table_rows=est.rows, matching=est.matching, exact=est.exact)
             if limit is not None:
                 allowed = self._allowed(limit, est.rows)
                 if est.matching > allowed:
                     message = self._refusal(est, allowed)
                     if not self.dry_run:
-                        self.report.update(outcome="refused", error=message, remaining=est.matching)
+                        self.report.outcome, self.report.error = "refused", message
+                        self.report.remaining = est.matching
                         return
-                    self.report["safety_rail"] = "would refuse: " + message
+                    self.report.safety_rail = "would refuse: " + message
                 if not self.dry_run:
                     # The sample can be wrong: never let the run go far beyond what the rail allows.
                     in_flight_limit = allowed if est.exact else math.ceil(allowed * 1.25) + 100
@@ -128,19 +232,18 @@ class TableRun:
         stop = self._walk_heaps(pred, heaps, estimates, settings)
         if stop is None:
             return
-        self.report["outcome"] = {"done": "dry_run" if self.dry_run else "done", "budget": "partial",
-                                  "blocked": "blocked", "limit": "failed"}[stop]
+        self.report.outcome = "dry_run" if stop == "done" and self.dry_run else _OUTCOMES[stop]
         if stop == "blocked":
-            self.report["error"] = ("the table is locked by another session (a migration?): "
-                                    "deletes could not get their locks; the next run continues")
+            self.report.error = ("the table is locked by another session (a migration?): "
+                                 "deletes could not get their locks; the next run continues")
         if stop == "limit":
-            self.report["error"] = (f"safety rail: stopped after deleting {self.totals.rows} rows, more than the "
-                                    f"sample estimated and the rail allows; set allow_large: true if this is intended")
+            self.report.error = (f"safety rail: stopped after deleting {self.totals.rows} rows, more than the "
+                                 f"sample estimated and the rail allows; set allow_large: true if this is intended")
         if not self.dry_run:
             self._maybe_analyze(rows_before)
 
     def _walk_heaps(self, pred: predicate.Predicate, heaps: list[Heap], estimates: list[estimate.Estimate],
-                    settings: Settings) -> str | None:
+                    settings: Settings) -> WalkStop | None:
         """Each heap through the index path or the walk; why it stopped (None: a batch failed)."""
         by_index = 0
         for i, heap in enumerate(heaps):
@@ -157,21 +260,21 @@ class TableRun:
                     self.totals.rows + self.totals.skipped_locked + counted
                 stop = walk(self.conn, heap, walker, pred, settings, self.totals)
             except BatchError as exc:
-                self.report.update(outcome="failed", error=str(exc))
+                self.report.outcome, self.report.error = "failed", str(exc)
                 return None
             finally:
                 self._phase_timeouts()
             if stop == "counted":
-                self.report.setdefault("stopped_early", []).append({
+                self.report.stopped_early = [*(self.report.stopped_early or []), StoppedEarly.model_validate({
                     "table": heap.display, **walker.progress(), "matching_at_start": counted,
-                    "why": "every row that matched at the start (counted through the expiry index) is gone"})
+                    "why": "every row that matched at the start (counted through the expiry index) is gone"})]
             elif stop != "done":
-                self.report["stopped_at"] = {"table": heap.display, **walker.progress()}
-                self.report["remaining"] = self._remaining(pred, walker, heaps[i + 1:])
+                self.report.stopped_at = WalkPosition.model_validate({"table": heap.display, **walker.progress()})
+                self.report.remaining = self._remaining(pred, walker, heaps[i + 1:])
                 return stop
-        self.report["remaining"] = self.totals.rows if self.dry_run else self.totals.skipped_locked
+        self.report.remaining = self.totals.rows if self.dry_run else self.totals.skipped_locked
         if by_index == len(heaps):
-            self.report["method"] = "index"
+            self.report.method = "index"
         return "done"
 
     def _count_through_index(self, heap: Heap, pred: predicate.Predicate) -> int | None:
@@ -236,18 +339,24 @@ class TableRun:
         if rows_before and deleted < fraction * rows_before:
             return
         if self.budget.exhausted(1.0):
-            self.report["analyze"] = "skipped: no time left before the deadline"
+            self.report.analyze = "skipped: no time left before the deadline"
             return
         started = time.perf_counter()
         try:
             self._phase_timeouts()
             self.conn.execute(sql.SQL("ANALYZE {}").format(self.target.ident))
-            self.report["analyze"] = "done"
+            self.report.analyze = "done"
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
             # Statistics refresh is a courtesy: autovacuum will do it too. Never fail the run over it.
-            self.report["analyze"] = f"skipped: {type(exc).__name__}"
+            self.report.analyze = f"skipped: {type(exc).__name__}"
             logger.warning("ANALYZE after cleanup skipped", extra={"table": self.target.display})
-        self.report["analyze_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        self.report.analyze_ms = round((time.perf_counter() - started) * 1000, 1)
 
 
-__all__ = ["TableRun", "TargetProblems", "choose_method", "method_problems"]
+_OUTCOMES: dict[WalkStop, TargetOutcome] = {"done": "done", "budget": "partial", "blocked": "blocked",
+                                            "limit": "failed"}
+"""How a table target ended, by why its walk over the heaps stopped (a dry run that went through is
+`dry_run`; a heap whose walk stopped `counted` is done and the walk goes on to the next)."""
+
+__all__ = ["TableRun", "TableTargetReport", "TargetOutcome", "TargetProblems", "TargetResult", "choose_method",
+           "method_problems"]

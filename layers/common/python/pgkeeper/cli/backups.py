@@ -74,7 +74,7 @@ def run_list(args: argparse.Namespace) -> int:
         if args.details:
             m = loc.store.read_manifest(b)
             row.update(tables=len(m.tables), rows=m.rows, pg_dump=m.pg_dump_version, server=m.server_version,
-                       sha256=m.sha256, verified=(m.verification or {}).get("mode"))
+                       sha256=m.sha256, verified=m.verification.mode if m.verification else None)
         rows.append(row)
     if args.json:
         print(json.dumps({"bucket": loc.store.bucket, "prefix": loc.store.base, "backups": rows,
