@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from ..errors import PgkeeperError
 
@@ -59,3 +60,12 @@ def scrub(message: str, secrets: Sequence[str | None]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text[:300]
+
+
+def where(url: str) -> str:
+    """host:port of a URL, for logs; never its password."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "(unparsable URL)"

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigError
 from ..plan.cache import CachePlan
 from ..secrets import get_secret, secret_object
-from .client import CacheClient
+from .client import CacheClient, where
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _REST_URL_KEYS = ("url", "UPSTASH_REDIS_REST_URL", "KV_REST_API_URL", "rest_url")
@@ -32,15 +32,6 @@ class CacheTarget:
 
     def __repr__(self) -> str:  # keeps the token and URL password out of any accidental log line
         return f"CacheTarget(backend={self.backend!r}, where={where(self.url)!r}, source={self.source!r})"
-
-
-def where(url: str) -> str:
-    """host:port of a URL, for logs; never its password."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
-    except ValueError:
-        return "(unparsable URL)"
 
 
 def resolve_target(settings: CachePlan) -> CacheTarget:

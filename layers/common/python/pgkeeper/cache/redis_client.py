@@ -15,8 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .client import CacheCommandError, CacheUnavailableError, Command, scrub
-from .connect import where
+from .client import CacheCommandError, CacheUnavailableError, Command, scrub, where
 
 
 class RedisClient:

@@ -15,8 +15,7 @@ from upstash_redis import Redis
 from upstash_redis.errors import UpstashError
 
 from ..errors import ConfigError
-from .client import CacheCommandError, CacheUnavailableError, Command, scrub
-from .connect import where
+from .client import CacheCommandError, CacheUnavailableError, Command, scrub, where
 
 
 class UpstashClient:

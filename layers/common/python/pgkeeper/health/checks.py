@@ -25,10 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from ..catalog_rules import reindex_leftover
 from ..idents import display
 from ..plan.base import column_ident, split_name
 from ..plan.vacuum import VacuumPlan
-from ..vacuum.reindex import reindex_leftover
 from . import queries
 
 

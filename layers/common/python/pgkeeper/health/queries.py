@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from ..vacuum.selection import FREEZE_MAX_AGES
+from ..catalog_rules import FREEZE_MAX_AGES
 
 SETTINGS = """
 SELECT pg_catalog.current_database() AS database,

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from ..budget import Budget
+from ..catalog_rules import reindex_leftover
 from ..db import Database, bound
 from ..idents import display
 from ..log import logger
@@ -37,11 +38,6 @@ SELECT n.nspname, ct.relname AS table_name, ci.relname AS index_name, i.indexrel
 """
 
 _INVALID_ON_TABLE = "SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = %s AND NOT indisvalid"
-
-
-def reindex_leftover(index_name: str) -> bool:
-    """`x_ccnew`, `x_ccold1`, ...: what an interrupted REINDEX CONCURRENTLY leaves behind."""
-    return index_name.rstrip("0123456789").endswith(("_ccnew", "_ccold"))
 
 
 def invalid_indexes(conn: psycopg.Connection, plan: VacuumPlan) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ..catalog_rules import FREEZE_MAX_AGES
 from ..idents import QualifiedName, display
 from ..plan.vacuum import VacuumPlan
 
@@ -60,18 +61,6 @@ class VacuumTarget(QualifiedName):
     """A freeze-only target skips ANALYZE: its statistics are not stale, sampling them again is waste."""
     stats: dict[str, Any] = field(default_factory=dict)
 
-
-# The effective autovacuum_(multixact_)freeze_max_age of table `c` and its toast table `t`, in a query whose
-# `cfg` has the global settings (fmax, mmax): a reloption, on the table or as toast.* on its toast table,
-# only lowers the global setting (the server ignores a larger one); least() skips an unset option's NULL.
-# One text for the selection and the health report, so both judge a table's freeze age alike.
-FREEZE_MAX_AGES = sql.SQL("""
-      LEFT JOIN LATERAL (
-          SELECT least(cfg.fmax, min(CASE WHEN option_name = 'autovacuum_freeze_max_age'
-                                          THEN option_value::bigint END)) AS freeze_max_age,
-                 least(cfg.mmax, min(CASE WHEN option_name = 'autovacuum_multixact_freeze_max_age'
-                                          THEN option_value::bigint END)) AS mxid_freeze_max_age
-            FROM pg_catalog.pg_options_to_table(pg_catalog.array_cat(c.reloptions, t.reloptions))) fm ON true""")
 
 # Static text; every value is a parameter. pg_stat_all_tables has a row for every table (zeros when
 # never touched); toast tables count through their parent (VACUUM of the parent processes both).
