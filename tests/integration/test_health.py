@@ -166,3 +166,35 @@ def test_vacuum_job_health_mode_returns_the_report(pg, use_db, write_plan):
     assert result["status"] == "succeeded"
     health = result["report"]["health"]
     assert health["database"] == pg.info.dbname and "WraparoundAgePct" in health["metrics"]
+
+
+def test_sizes_are_right_on_a_database_where_autovacuum_never_ran(pg, tmp_path):
+    """relpages is only as new as the last VACUUM/ANALYZE: sizes must come from the files."""
+    pg.execute("CREATE TABLE small (id int PRIMARY KEY) WITH (autovacuum_enabled = false)")
+    pg.execute("INSERT INTO small SELECT g FROM generate_series(1, 10) g")
+    pg.execute("CREATE TABLE grown (id int, v text) WITH (autovacuum_enabled = false)")
+    pg.execute("CREATE INDEX grown_v_idx ON grown (v)")  # created empty: relpages says 1 page
+    pg.execute("INSERT INTO grown SELECT g, md5(g::text) FROM generate_series(1, 100000) g")
+    assert pg.execute("SELECT relpages FROM pg_class WHERE relname = 'grown'").fetchone()[0] == 0
+
+    report = build_report(pg, plan_with({}, tmp_path)).model_dump(mode="json")
+
+    sizes = {i["object"]: i for i in findings(report, "table_sizes")}
+    real = pg.execute("SELECT pg_relation_size('grown'), pg_relation_size('grown_v_idx')").fetchone()
+    assert list(sizes)[0] == "public.grown", "the largest table comes first, whatever its statistics say"
+    assert sizes["public.grown"]["table_bytes"] == real[0] > 5_000_000
+    assert sizes["public.grown"]["index_bytes"] == real[1] > 3_000_000
+    unused = {i["object"]: i for i in findings(report, "unused_indexes")}
+    if "public.grown_v_idx" in unused:
+        assert unused["public.grown_v_idx"]["size_bytes"] == real[1]
+
+
+def test_sizes_of_a_table_a_migration_locks_are_read_without_waiting(pg, db_url, tmp_path):
+    pg.execute("CREATE TABLE locked_t AS SELECT g AS id FROM generate_series(1, 1000) g")
+    pg.execute("VACUUM ANALYZE locked_t")
+    with psycopg.connect(db_url) as migration:
+        migration.execute("LOCK TABLE locked_t IN ACCESS EXCLUSIVE MODE")
+        report = build_report(pg, plan_with({}, tmp_path)).model_dump(mode="json")
+    sizes = {i["object"]: i for i in findings(report, "table_sizes")}
+    pages = pg.execute("SELECT relpages FROM pg_class WHERE relname = 'locked_t'").fetchone()[0]
+    assert sizes["public.locked_t"]["table_bytes"] == pages * 8192 > 0  # from relpages: no lock taken

@@ -616,7 +616,7 @@ def table_sizes(ctx: Ctx) -> Check:
                           index_bytes=r["index_bytes"], rows_estimate=r["rows_estimate"]))
     count = rows[0]["tables"] if rows else 0
     size = db_size[0] if db_size else 0
-    return Check.of("table_sizes", "Largest tables (sizes as of the last VACUUM / ANALYZE)",
+    return Check.of("table_sizes", "Largest tables",
                     f"database {_size(size)}, {count} tables", items,
                     metrics={"DatabaseSizeBytes": (float(size), "Bytes")})
 

@@ -1,9 +1,12 @@
 """The health report's catalog queries: each one set-based over all tables at once (no per-table loop),
 so the whole report stays well under 2 s on a database with thousands of tables.
 
-Sizes come from pg_class.relpages (as of the last VACUUM / ANALYZE / CREATE INDEX) rather than
-pg_total_relation_size(), which takes a lock on every relation and would queue behind a migration's
-ACCESS EXCLUSIVE lock. The bloat estimates are the well-known statistics-based ones (ioguix's
+Sizes are the relations' files (pg_relation_size), not pg_class.relpages: relpages is only as new
+as the last VACUUM / ANALYZE / CREATE INDEX, so on a database where autovacuum never ran it misses
+the largest tables and shows a grown index at its creation size. pg_relation_size takes an
+ACCESS SHARE lock, which would queue behind a migration's ACCESS EXCLUSIVE: a relation with such a
+lock held or requested is sized from relpages instead (`_SIZE`), and the check's 1 s lock_timeout
+bounds the rest. The bloat estimates are the well-known statistics-based ones (ioguix's
 table_bloat.sql / btree_bloat.sql, as used by check_pgactivity and pgwatch): they need fresh ANALYZE
 statistics, not the pgstattuple extension.
 """
@@ -13,6 +16,17 @@ from __future__ import annotations
 from psycopg import sql
 
 from ..catalog_rules import FREEZE_MAX_AGES
+
+
+def _size(rel: str) -> sql.Composed:
+    """The size in bytes of the pg_class row aliased `rel`; from relpages when a migration holds or
+    waits for ACCESS EXCLUSIVE on it (pg_relation_size would queue behind that lock)."""
+    return sql.SQL(
+        "CASE WHEN {rel}.oid IN (SELECT l.relation FROM pg_catalog.pg_locks l WHERE l.locktype = 'relation' "
+        "AND l.mode = 'AccessExclusiveLock' AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d "
+        "WHERE d.datname = pg_catalog.current_database())) THEN {rel}.relpages::bigint * %(bs)s "
+        "ELSE pg_catalog.pg_relation_size({rel}.oid) END"
+    ).format(rel=sql.Identifier(rel))
 
 SETTINGS = """
 SELECT pg_catalog.current_database() AS database,
@@ -214,7 +228,7 @@ SELECT nspname, tblname, idxname, (relpages * bs)::bigint AS real_bytes,
  LIMIT %(top)s
 """
 
-INDEXES = """
+INDEXES = sql.SQL("""
 WITH idx AS (
     SELECT i.indexrelid, i.indrelid, n.nspname, ct.relname AS table_name, ci.relname AS index_name,
            i.indisunique, i.indisprimary, i.indisvalid, i.indisready, i.indnkeyatts, i.indnatts,
@@ -223,7 +237,7 @@ WITH idx AS (
            i.indcollation::text AS collations,
            coalesce(pg_catalog.pg_get_expr(i.indexprs, i.indrelid), '') AS exprs,
            coalesce(pg_catalog.pg_get_expr(i.indpred, i.indrelid), '') AS pred,
-           ci.relam, am.amname, ci.relpages::bigint * %(bs)s AS size_bytes, ct.reltuples,
+           ci.relam, am.amname, {index_size} AS size_bytes, ct.reltuples,
            -- IN (uncorrelated subquery): hashed once, not one scan of pg_constraint per index
            i.indexrelid IN (SELECT k.conindid FROM pg_catalog.pg_constraint k WHERE k.contype IN ('p', 'u', 'x'))
                AS backs_constraint,
@@ -238,7 +252,7 @@ WITH idx AS (
      WHERE n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema']) AND n.nspname !~ '^pg_(toast|temp_)'
 )
 SELECT * FROM idx
-"""
+""").format(index_size=_size("ci"))
 
 FOREIGN_KEYS = """
 SELECT k.conname, n.nspname, t.relname, rn.nspname AS ref_schema, r.relname AS ref_table, t.reltuples,
@@ -311,21 +325,23 @@ SELECT d.blks_hit, d.blks_read,
  WHERE d.datname = pg_catalog.current_database()
 """
 
-TABLE_SIZES = """
-SELECT n.nspname, c.relname, c.reltuples::bigint AS rows_estimate,
-       c.relpages::bigint * %(bs)s AS table_bytes,
-       coalesce(t.relpages, 0)::bigint * %(bs)s AS toast_bytes,
-       coalesce((SELECT sum(ci.relpages) FROM pg_catalog.pg_index i
-                   JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
-                  WHERE i.indrelid = c.oid), 0)::bigint * %(bs)s AS index_bytes,
-       count(*) OVER () AS tables
-  FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
- WHERE c.relkind IN ('r', 'm')
-   AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema']) AND n.nspname !~ '^pg_'
- ORDER BY c.relpages + coalesce(t.relpages, 0) DESC, n.nspname, c.relname
+TABLE_SIZES = sql.SQL("""
+WITH sized AS (
+    SELECT n.nspname, c.relname, c.reltuples::bigint AS rows_estimate,
+           {table_size} AS table_bytes,
+           coalesce(CASE WHEN t.oid IS NULL THEN 0 ELSE {toast_size} END, 0)::bigint AS toast_bytes,
+           coalesce((SELECT sum({index_size}) FROM pg_catalog.pg_index i
+                       JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
+                      WHERE i.indrelid = c.oid), 0)::bigint AS index_bytes
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
+     WHERE c.relkind IN ('r', 'm')
+       AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema']) AND n.nspname !~ '^pg_'
+)
+SELECT *, count(*) OVER () AS tables FROM sized
+ ORDER BY table_bytes + toast_bytes DESC, nspname, relname
  LIMIT %(top)s
-"""
+""").format(table_size=_size("c"), toast_size=_size("t"), index_size=_size("ci"))
 
 DATABASE_SIZE = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::bigint"
