@@ -355,3 +355,155 @@ def test_quoted_mixed_case_schema_view_and_columns(use_db, pg, write_plan, lambd
     assert [(v["mode"], v["outcome"]) for v in second["report"]["views"]] == [("concurrent", "refreshed")]
     assert pg.execute("""SELECT "voteTotal", "lastVotedAt"::text FROM "Analytics"."CompanionVotes"
                          WHERE "companionId" = 'c1'""").fetchone() == (81 + 100, "2025-02-01")
+
+
+# -- schemas nobody here wrote: hand-added indexes, plain views on matviews, hints, plan check ---------
+
+VOTES = """
+CREATE SCHEMA "Analytics";
+CREATE TABLE "Analytics"."DailyVote" ("companionId" text, "votedAt" date, "voteCount" int NOT NULL);
+INSERT INTO "Analytics"."DailyVote" SELECT 'c' || g % 5, date '2025-01-01' + g % 3, g FROM generate_series(1, 30) g;
+CREATE MATERIALIZED VIEW "Analytics"."CompanionVotes" AS
+  SELECT "companionId", sum("voteCount")::int AS "voteTotal", min("votedAt") AS "firstVotedAt"
+  FROM "Analytics"."DailyVote" GROUP BY 1;
+CREATE UNIQUE INDEX "CompanionVotes_companionId_key" ON "Analytics"."CompanionVotes" ("companionId");
+CREATE MATERIALIZED VIEW "Analytics"."TopVotes" AS
+  SELECT "companionId", "voteTotal" FROM "Analytics"."CompanionVotes" WHERE "voteTotal" > 0;
+-- added by hand by the team's DBA, in no definition file:
+CREATE INDEX "CompanionVotes_voteTotal_idx" ON "Analytics"."CompanionVotes" ("voteTotal" DESC);
+CREATE INDEX "CompanionVotes_first_idx" ON "Analytics"."CompanionVotes" ("firstVotedAt");
+CREATE INDEX "TopVotes_total_idx" ON "Analytics"."TopVotes" ("voteTotal");
+"""
+
+# The new definition adds "lastVotedAt" and no longer has "firstVotedAt".
+VOTES_SQL = """
+CREATE MATERIALIZED VIEW "Analytics"."CompanionVotes" AS
+  SELECT "companionId", sum("voteCount")::int AS "voteTotal", max("votedAt") AS "lastVotedAt"
+  FROM "Analytics"."DailyVote" GROUP BY 1;
+CREATE UNIQUE INDEX "CompanionVotes_companionId_key" ON "Analytics"."CompanionVotes" ("companionId");
+"""
+TOP_SQL = """
+CREATE MATERIALIZED VIEW "Analytics"."TopVotes" AS
+  SELECT "companionId", "voteTotal" FROM "CompanionVotes" WHERE "voteTotal" > 0;
+"""
+
+
+def votes_plan(write_plan):
+    return write_plan({"version": 1, "refresh": {"views": [
+        {"name": '"Analytics"."CompanionVotes"', "definition": "views/votes.sql"},
+        {"name": '"Analytics"."TopVotes"', "definition": "views/top.sql"}]}},
+        files={"views/votes.sql": VOTES_SQL, "views/top.sql": TOP_SQL})
+
+
+def test_hand_added_indexes_survive_a_repair_and_one_on_a_dropped_column_is_reported(use_db, pg, write_plan,
+                                                                                      lambda_context):
+    pg.execute(VOTES)
+    votes_plan(write_plan)
+
+    dry = refresh(lambda_context, dry_run=True)
+    result = refresh(lambda_context)
+
+    for report in (dry["report"], result["report"]):
+        votes, top = report["views"]
+        assert votes["indexes_carried_over"] == ["CompanionVotes_voteTotal_idx"]
+        [lost] = votes["indexes_not_carried"]
+        assert lost["name"] == "CompanionVotes_first_idx"
+        assert lost["ddl"] == ('CREATE INDEX "CompanionVotes_first_idx" ON "Analytics"."CompanionVotes" '
+                               'USING btree ("firstVotedAt")')
+        assert "firstVotedAt" in lost["why"]
+        assert top["indexes_carried_over"] == ["TopVotes_total_idx"]
+        assert "indexes_not_carried" not in top
+    assert "cannot be carried over" in dry["report"]["views"][0]["planned"]
+    assert [v["outcome"] for v in result["report"]["views"]] == ["repaired", "repaired"]
+    assert any("CompanionVotes_first_idx was not carried over" in w for w in result["report"]["views"][0]["warnings"])
+    assert indexes(pg, '"Analytics"."CompanionVotes"') == [
+        '"Analytics"."CompanionVotes_companionId_key"', '"Analytics"."CompanionVotes_voteTotal_idx"']
+    assert pg.execute("""SELECT pg_get_indexdef('"Analytics"."CompanionVotes_voteTotal_idx"'::regclass)""").fetchone()[
+        0].endswith('("voteTotal" DESC)')
+    assert indexes(pg, '"Analytics"."TopVotes"') == ['"Analytics"."TopVotes_total_idx"']
+    assert leftovers(pg) == []
+
+    again = refresh(lambda_context)  # no drift now, and the index equal to the file's is never doubled
+    assert [v["outcome"] for v in again["report"]["views"]] == ["refreshed", "refreshed"]
+    assert len(indexes(pg, '"Analytics"."CompanionVotes"')) == 2
+
+
+def test_a_plain_view_on_a_drifted_matview_is_recreated_with_its_owner_grants_and_comment(app, reader_role,
+                                                                                         write_plan, lambda_context):
+    app.execute('CREATE VIEW "RecentCompanions" AS SELECT id, name FROM mv_dashboard_companions ORDER BY id LIMIT 3')
+    app.execute(sql.SQL('GRANT SELECT ON "RecentCompanions" TO {}').format(sql.Identifier(reader_role)))
+    app.execute("""COMMENT ON VIEW "RecentCompanions" IS 'three of them'""")
+    dashboard_plan(write_plan)
+    app.execute(MIGRATION)
+    app.execute("""INSERT INTO "Companion" (id, name, "userId") VALUES ('c0', 'zero', 'u0')""")
+
+    result = refresh(lambda_context)
+
+    assert result["status"] == "succeeded"
+    [view] = result["report"]["views"]
+    assert view["outcome"] == "repaired" and view["views_recreated"] == ['public."RecentCompanions"']
+    assert "description" in columns(app, "mv_dashboard_companions")
+    assert app.execute('SELECT id FROM "RecentCompanions"').fetchall() == [("c0",), ("c1",), ("c10",)]
+    assert app.execute("""SELECT has_table_privilege(%s, '"RecentCompanions"', 'SELECT'),
+                          obj_description('"RecentCompanions"'::regclass, 'pg_class')""",
+                       [reader_role]).fetchone() == (True, "three of them")
+
+
+def test_a_plain_view_that_cannot_be_recreated_blocks_the_repair_but_the_matview_is_refreshed(app, write_plan,
+                                                                                            lambda_context):
+    app.execute('CREATE VIEW by_creation AS SELECT id, "createdAt" FROM mv_dashboard_companions')
+    dashboard_plan(write_plan, files={"views/dashboard.sql": DASHBOARD_SQL.replace('  c."createdAt",\n', "")
+                                      .replace(', c."createdAt"\n', "\n").replace('ORDER BY c."createdAt" DESC', "")})
+    app.execute(MIGRATION)
+    app.execute("""INSERT INTO "Companion" (id, name, "userId") VALUES ('c0', 'zero', 'u0')""")
+
+    result = refresh(lambda_context)
+
+    assert result["status"] == "partial"
+    [view] = result["report"]["views"]
+    assert view["outcome"] == "refreshed"
+    assert "public.by_creation" in view["repair_blocked"] and "DROP VIEW public.by_creation" in view["repair_blocked"]
+    assert "createdAt does not exist" in view["repair_blocked"]
+    assert any("repair blocked" in e for e in result["report"]["errors"])
+    assert app.execute("SELECT count(*) FROM mv_dashboard_companions").fetchone() == (10,), "fresh data"
+    assert "description" not in columns(app, "mv_dashboard_companions")
+    assert app.execute("SELECT count(*) FROM by_creation").fetchone() == (10,)
+    assert leftovers(app) == []
+
+
+def test_the_unique_index_hint_names_a_column_the_view_has(use_db, pg, write_plan, lambda_context):
+    pg.execute(VOTES)
+    write_plan({"version": 1, "refresh": {"views": [{"name": '"Analytics"."TopVotes"', "concurrently": True}]}})
+
+    report = refresh_failing(lambda_context)
+
+    [view] = report["views"]
+    assert 'CREATE UNIQUE INDEX ON "Analytics"."TopVotes" ("companionId")' in view["error"]
+    assert "(id)" not in view["error"]
+
+
+def test_plan_check_reports_drift_lost_indexes_and_ineligible_concurrently(use_db, pg, write_plan):
+    from pgkeeper.plan import load_plan
+    from pgkeeper.refresh.job import check, check_report
+
+    pg.execute(VOTES)
+    path = write_plan({"version": 1, "refresh": {"views": [
+        {"name": '"Analytics"."CompanionVotes"', "definition": "views/votes.sql"},
+        {"name": '"Analytics"."TopVotes"', "definition": "views/top.sql", "concurrently": True}]}},
+        files={"views/votes.sql": VOTES_SQL, "views/top.sql": TOP_SQL})
+
+    problems = check(load_plan(path), pg)
+
+    votes = [p for p in problems if p.startswith('refresh.views[0] ("Analytics"."CompanionVotes"): drifted')]
+    assert len(votes) == 1, problems
+    assert "adds column lastVotedAt" in votes[0] and 'with "Analytics"."TopVotes"' in votes[0]
+    assert "carrying over the indexes CompanionVotes_voteTotal_idx" in votes[0]
+    assert "index CompanionVotes_first_idx cannot be carried over" in votes[0]
+    assert 'refresh.views[1] ("Analytics"."TopVotes"): concurrently: true, but it has no valid unique index' in (
+        "\n".join(problems))
+    # A drift the next run repairs losing nothing is said, as a note.
+    pg.execute('DROP INDEX "Analytics"."CompanionVotes_first_idx"')
+    problems, notes = check_report(load_plan(path), pg)
+    assert not [p for p in problems if "drifted" in p]
+    assert [n for n in notes if n.startswith('refresh.views[0] ("Analytics"."CompanionVotes"): drifted')]
+    assert leftovers(pg) == []

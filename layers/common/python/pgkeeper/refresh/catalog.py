@@ -7,7 +7,9 @@ materialized view built on a view built on another materialized view still refre
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -163,12 +165,37 @@ def key_has_nulls(conn: psycopg.Connection, rel: Relation, key: UniqueKey) -> bo
     return bool(row and row[0])
 
 
-def index_signatures(conn: psycopg.Connection, oid: int) -> list[tuple]:
-    """Each index as (unique, method, key expressions, predicate): names and schemas left out, so a
-    view's indexes compare equal to the same statements run against a copy elsewhere."""
-    rows = conn.execute(
+@dataclass(frozen=True)
+class StoredIndex:
+    name: str
+    ddl: str
+    """`pg_get_indexdef`: the statement that re-creates it, on its current table."""
+    signature: tuple
+    """(unique, method, key expressions, predicate): names and schemas left out."""
+
+
+def stored_indexes(conn: psycopg.Connection, oid: int) -> list[StoredIndex]:
+    """Every index of `oid`, by name, with its DDL and its name-free signature, deparsed with only
+    pg_catalog on the search_path: every other name comes out schema-qualified, so the DDL means the
+    same whatever the search_path it is later run under."""
+    with qualified_names(conn):
+        rows = _index_rows(conn, oid)
+    return [StoredIndex(name, ddl, (u, m, tuple(k), p or "")) for name, ddl, u, m, k, p in rows]
+
+
+@contextmanager
+def qualified_names(conn: psycopg.Connection) -> Iterator[None]:
+    """search_path = pg_catalog for the statements inside (this transaction only), then restored."""
+    row = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()
+    conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)")
+    yield  # on an error the transaction is aborted (and its setting with it): nothing to restore
+    conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", [row[0] if row else ""])
+
+
+def _index_rows(conn: psycopg.Connection, oid: int) -> list[tuple]:
+    return conn.execute(
         """
-        SELECT i.indisunique, am.amname,
+        SELECT ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid), i.indisunique, am.amname,
                ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid, k, true)
                      FROM pg_catalog.generate_series(1, i.indnatts) k),
                pg_catalog.pg_get_expr(i.indpred, i.indrelid, true)
@@ -176,7 +203,38 @@ def index_signatures(conn: psycopg.Connection, oid: int) -> list[tuple]:
         JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_catalog.pg_am am ON am.oid = ic.relam
         WHERE i.indrelid = %s
+        ORDER BY ic.relname
         """,
         [oid],
     ).fetchall()
-    return sorted((u, m, tuple(k), p or "") for u, m, k, p in rows)
+
+
+def index_signatures(conn: psycopg.Connection, oid: int) -> list[tuple]:
+    """Each index as (unique, method, key expressions, predicate): names and schemas left out, so a
+    view's indexes compare equal to the same statements run against a copy elsewhere."""
+    return sorted(ix.signature for ix in stored_indexes(conn, oid))
+
+
+def view_columns(conn: psycopg.Connection, oid: int) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attnum", [oid]).fetchall()]
+
+
+def unique_index_hint(conn: psycopg.Connection, rel: Relation) -> str:
+    """A CREATE UNIQUE INDEX to suggest for `rel`, on columns it really has: `id` when there is one,
+    else a column named like an id (`companionId`, `user_id`), else its first column."""
+    cols = view_columns(conn, rel.oid)
+    pick = next((c for c in cols if c == "id"), None) or next(
+        (c for c in cols if c.lower().endswith("id") and len(c) > 2), None) or (cols[0] if cols else None)
+    if pick is None:
+        return f"CREATE UNIQUE INDEX ON {rel.display} (<columns that identify a row>)"
+    names = [_sql_name(c) for c in cols]
+    listed = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return (f"CREATE UNIQUE INDEX ON {rel.display} ({_sql_name(pick)}) if {_sql_name(pick)} identifies a row, "
+            f"else on the columns that do, together (its columns: {listed})")
+
+
+def _sql_name(name: str) -> str:
+    """`name` as SQL: quoted only where Postgres needs it."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'

@@ -207,3 +207,22 @@ def _index(st: Statement, where: str) -> tuple[IndexStatement, tuple[str | None,
         i += 1
     span, name, _ = _name_at(toks, i, where)
     return IndexStatement(statement=st, target=span, drop=tuple(drop), unique=unique), name
+
+
+def retarget_index(ddl: str, target: sql.Composable, name: sql.Composable | None) -> sql.Composed:
+    """A stored index's `pg_get_indexdef` on another relation, named `name` (None: Postgres picks one).
+    Every other character (method, opclasses, INCLUDE, WHERE, storage options) stays as deparsed."""
+    try:
+        [st] = split_statements(ddl)
+        ix, _ = _index(st, "index definition")
+    except (SqlTextError, DefinitionError, ValueError) as exc:
+        raise DefinitionError(f"cannot read the index definition {ddl!r}: {exc}") from None
+    toks = st.tokens
+    on = next(i for i, t in enumerate(toks) if t.is_word("on"))
+    head_end = toks[on - 1].end
+    named = on >= 3 and not toks[on - 1].is_word("index", "exists", "concurrently")
+    pieces: list[sql.Composable] = [sql.SQL(ddl[st.start : toks[on - 1].start if named else head_end])]
+    if name is not None:
+        pieces += [sql.SQL(" ") if not named else sql.SQL(""), name]
+    pieces += [sql.SQL(ddl[head_end : ix.target.start]), target, sql.SQL(ddl[ix.target.end : st.end])]
+    return sql.Composed(pieces)

@@ -10,13 +10,14 @@ columns with their types, and the indexes without their names. Nothing of it is 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
-from .catalog import Relation, index_signatures
-from .definitions import Definition
+from .catalog import Relation, StoredIndex, UniqueKey, concurrent_keys, index_signatures, stored_indexes
+from .definitions import Definition, DefinitionError, retarget_index
 from .session import Session, set_search_path
 
 
@@ -24,9 +25,28 @@ class ScratchUnavailable(Exception):  # noqa: N818 - caught and reported as a wa
     """The role may not create a scratch schema (no CREATE on the database): drift cannot be checked."""
 
 
+@dataclass(frozen=True)
+class NotCarried:
+    name: str
+    ddl: str
+    why: str
+
+
+@dataclass
+class IndexCarry:
+    carried: list[str] = field(default_factory=list)
+    """Indexes of the old view re-created on the new one (`name`, or `name (now new_name)`)."""
+    not_carried: list[NotCarried] = field(default_factory=list)
+    """Indexes of the old view that cannot exist on the new one: reported, never dropped silently."""
+
+
 @dataclass
 class Drift:
     reasons: list[str] = field(default_factory=list)
+    indexes: IndexCarry = field(default_factory=IndexCarry)
+    """What a repair would do with the stored view's own indexes (tried on the file's copy)."""
+    keys_after: list[UniqueKey] = field(default_factory=list)
+    """Unique keys usable by CONCURRENTLY on the view a repair would build."""
 
     @property
     def drifted(self) -> bool:
@@ -56,23 +76,82 @@ def build_scratch(conn: psycopg.Connection, definition: Definition, name: str) -
     return int(row[0])
 
 
+def carry_indexes(conn: psycopg.Connection, old: list[StoredIndex], target: sql.Identifier, new_oid: int,
+                  before_each: Callable[[], None] | None = None) -> IndexCarry:
+    """Re-create on `target` (oid `new_oid`) each index of `old` it does not already have (same
+    definition, names ignored), under its own name when that is free. One that cannot be created
+    (a column the new view lacks, duplicates under a unique index) is listed, not raised; lock and
+    timeout errors are raised (the caller's transaction decides)."""
+    out = IndexCarry()
+    have = index_signatures(conn, new_oid)
+    for ix in old:
+        if ix.signature in have:
+            have.remove(ix.signature)
+            continue
+        row = conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relname = %s AND c.relnamespace = "
+            "(SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = %s))", [ix.name, new_oid]).fetchone()
+        free = bool(row and row[0])
+        if before_each:
+            before_each()
+        try:
+            statement = retarget_index(ix.ddl, target, sql.Identifier(ix.name) if free else None)
+            with conn.transaction():
+                conn.execute(statement)
+        except DefinitionError as exc:
+            out.not_carried.append(NotCarried(ix.name, ix.ddl, str(exc)))
+            continue
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            raise
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+            why = (exc.diag.message_primary or str(exc)).splitlines()[0]
+            out.not_carried.append(NotCarried(ix.name, ix.ddl, f"cannot be created on the new view: {why} "
+                                                                f"(SQLSTATE {exc.sqlstate})"))
+            continue
+        have.append(ix.signature)
+        out.carried.append(ix.name if free else f"{ix.name} (under a new name: an index from the definition "
+                                                   "file has that name)")
+    return out
+
+
 def compare(session: Session, rel: Relation, definition: Definition) -> Drift:
     """Why `rel` differs from `definition` (empty when it matches). Changes nothing."""
     with session.transaction(search_path=search_path_for(rel.schema)) as conn:
-        copy = build_scratch(conn, definition, rel.name)
-        drift = Drift()
-        old_cols, new_cols = _columns(conn, rel.oid), _columns(conn, copy)
-        if old_cols != new_cols:
-            drift.reasons.append(_column_change(old_cols, new_cols, definition))
-        elif _viewdef(conn, rel.oid) != _viewdef(conn, copy):
-            drift.reasons.append(f"its stored query differs from {definition.path.name}")
-        have = index_signatures(conn, rel.oid)
-        for sig in index_signatures(conn, copy):
-            if sig in have:
-                have.remove(sig)
-            else:
-                drift.reasons.append(f"index {describe_index(sig)} from {definition.path.name} is missing")
+        drift = _compare_in(conn, rel, definition)
         raise psycopg.Rollback()
+    return drift
+
+
+def compare_on(conn: psycopg.Connection, rel: Relation, definition: Definition) -> Drift:
+    """`compare` on a plain connection (`pgkeeper plan check`), in a transaction rolled back."""
+    with conn.transaction():
+        set_search_path(conn, search_path_for(rel.schema))
+        drift = _compare_in(conn, rel, definition)
+        raise psycopg.Rollback()
+    return drift
+
+
+def _compare_in(conn: psycopg.Connection, rel: Relation, definition: Definition) -> Drift:
+    copy = build_scratch(conn, definition, rel.name)
+    drift = Drift()
+    old_cols, new_cols = _columns(conn, rel.oid), _columns(conn, copy)
+    if old_cols != new_cols:
+        drift.reasons.append(_column_change(old_cols, new_cols, definition))
+    elif _viewdef(conn, rel.oid) != _viewdef(conn, copy):
+        drift.reasons.append(f"its stored query differs from {definition.path.name}")
+    have = index_signatures(conn, rel.oid)
+    for sig in index_signatures(conn, copy):
+        if sig in have:
+            have.remove(sig)
+        else:
+            drift.reasons.append(f"index {describe_index(sig)} from {definition.path.name} is missing")
+    scratch = conn.execute("SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                           "ON n.oid = c.relnamespace WHERE c.oid = %s", [copy]).fetchone()
+    assert scratch is not None
+    drift.indexes = carry_indexes(conn, stored_indexes(conn, rel.oid), sql.Identifier(scratch[0], rel.name), copy)
+    drift.keys_after = concurrent_keys(conn, copy)
     return drift
 
 

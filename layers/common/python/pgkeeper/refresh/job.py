@@ -14,6 +14,7 @@ connection of its own, bounded by the Lambda deadline; views not reached are rep
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -32,10 +33,18 @@ from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options, TerseMod
 from ..log import logger, metrics
 from ..plan import Plan, ViewSpec
 from ..plan.base import SqlName
-from .catalog import Catalog, Relation, concurrent_keys, key_has_nulls, relkind, schema_exists
+from .catalog import (
+    Catalog,
+    Relation,
+    concurrent_keys,
+    key_has_nulls,
+    relkind,
+    schema_exists,
+    unique_index_hint,
+)
 from .definitions import Definition, DefinitionError, load_definition
-from .drift import ScratchUnavailable, compare, try_definition
-from .repair import RepairPlan, RepairStepError, plan_repair, repair
+from .drift import Drift, IndexCarry, ScratchUnavailable, compare, compare_on, try_definition
+from .repair import DependantNotRecreatable, RepairPlan, RepairStepError, plan_repair, repair
 from .session import DeadlineReached, Session
 
 MIN_START_S = 1.0
@@ -82,11 +91,24 @@ RefreshMode = Literal["concurrent", "plain"]
 ViewMode = Literal["concurrent", "plain", "repaired"]
 
 
+class IndexNotCarried(BaseModel):
+    """An index of the old view that could not be re-created on the repaired one (it was dropped with
+    the old view): `ddl` re-creates it once the reason is dealt with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    ddl: str
+    why: str
+
+
 class ViewReport(TerseModel):
-    """One view in the report; `repaired_because` and `planned` only when there is something to say."""
+    """One view in the report; `repaired_because`, `planned` and the repair's details only when there
+    is something to say."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    SPARSE: ClassVar[frozenset[str]] = frozenset({"repaired_because", "planned"})
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"repaired_because", "planned", "indexes_carried_over",
+                                                  "indexes_not_carried", "views_recreated", "repair_blocked"})
 
     name: str
     mode: ViewMode | None = None
@@ -99,6 +121,14 @@ class ViewReport(TerseModel):
     repaired_because: str | None = None
     planned: str | None = None
     """Dry runs: what a real run would do."""
+    indexes_carried_over: list[str] = Field(default_factory=list)
+    """Indexes of the old view not in its definition file (added by hand), re-created on the new one."""
+    indexes_not_carried: list[IndexNotCarried] = Field(default_factory=list)
+    """Such indexes that could not be (e.g. their column is gone): by name and DDL, never lost silently."""
+    views_recreated: list[str] = Field(default_factory=list)
+    """Plain views built on it, recreated from their stored definitions with it."""
+    repair_blocked: str | None = None
+    """It needs a repair that cannot be made: why, and what to run; it was refreshed as it is."""
 
 
 class CacheNotRun(BaseModel):
@@ -175,6 +205,7 @@ class _Refresh:
         self.results: dict[tuple[str, str], ViewReport] = {}
         self.specs: dict[tuple[str, str], ViewSpec] = {}
         self.definitions: dict[tuple[str, str], Definition] = {}
+        self.drifts: dict[tuple[str, str], Drift] = {}
         self.catalog = Catalog()
 
     # -- the run ---------------------------------------------------------------------------------
@@ -297,9 +328,10 @@ class _Refresh:
             report.warnings.append(f"{t.definition.path.name} does not apply to the current schema "
                                    f"({_pg_message(exc)}); refreshed with its stored definition")
             return None
+        self.drifts[t.key] = drift
         return "; ".join(drift.reasons) if drift.drifted else None
 
-    def _refresh(self, t: ViewTarget, rel: Relation, report: ViewReport) -> None:
+    def _refresh(self, t: ViewTarget, rel: Relation, report: ViewReport, may_repair: bool = True) -> None:
         conn = self.session.conn
         keys = concurrent_keys(conn, rel.oid) if t.spec.concurrently is not False else []
         mode, error = self._mode(t, rel, keys, report)
@@ -324,7 +356,7 @@ class _Refresh:
             if exc.sqlstate is None:
                 raise
             report.duration_ms = _ms(started)
-            if isinstance(exc, SCHEMA_CHANGED) and t.definition is not None:
+            if isinstance(exc, SCHEMA_CHANGED) and t.definition is not None and may_repair:
                 logger.warning("refresh failed on a changed schema; repairing", extra={"view": t.display})
                 return self._repair(t, f"its refresh failed: {_pg_message(exc)}", first_error=_pg_message(exc))
             report.outcome, report.error = self._classify(exc, t.display, f"{mode} refresh")
@@ -346,11 +378,9 @@ class _Refresh:
             return "plain", None
         if keys:
             return "concurrent", None
-        why = "it has no valid unique index on plain columns without WHERE, which CONCURRENTLY needs"
         if t.spec.concurrently:
-            return None, (f"concurrently: true, but {why}; add one (e.g. CREATE UNIQUE INDEX ON {t.display} (id)) "
-                          "to its definition file, or set concurrently: false to accept a refresh that blocks readers")
-        report.warnings.append(f"plain REFRESH (blocks readers while it runs): {why}; "
+            return None, concurrently_ineligible(self.session.conn, rel)
+        report.warnings.append(f"plain REFRESH (blocks readers while it runs): {NO_KEY}; "
                                "set concurrently: false to accept that and silence this warning")
         return "plain", None
 
@@ -381,23 +411,41 @@ class _Refresh:
     def _repair(self, t: ViewTarget, reason: str, first_error: str | None = None) -> None:
         report = self.results[t.key]
         plan = plan_repair(self.catalog, t.schema, t.name, self.definitions)
-        others = [m.display for m in plan.members[1:]]
+        others = [m.display for m in plan.members[1:] if not m.plain_view]
+        views = [m.display for m in plan.members if m.plain_view]
         if plan.blockers:
-            return self._fail(report, (
-                f"needs repair ({reason}) but it cannot be recreated without dropping "
-                f"{', '.join(plan.blockers)}; give them definition files in refresh.views (pgkeeper never "
-                "drops a view it cannot recreate)"))
+            also = "".join(f"; {v} (view: would be recreated from its stored definition)" for v in views)
+            message = (f"needs repair ({reason}) but it cannot be recreated without dropping "
+                       f"{', '.join(plan.blockers)}; give them definition files in refresh.views (pgkeeper never "
+                       f"drops a view it cannot recreate){also}")
+            self._blocked(t, report, message)
+            if report.outcome != "not_done":  # refreshed as it is meanwhile, but the plan must change
+                self._fail(report, message + (" (refreshed with its stored definition meanwhile)"
+                                              if report.outcome == "refreshed" else ""))
+            return None
         if self.opts.dry_run:
             report.mode, report.outcome, report.repaired_because = "repaired", "skipped", reason
             report.planned = "recreate from its definition file" + (f" with {', '.join(others)}" if others else "")
+            if views:
+                report.planned += f"; recreate the views {', '.join(views)} from their stored definitions"
+            self._predict_indexes(report, plan.members[0])
             for m in plan.members[1:]:
-                self.results.setdefault(m.key, ViewReport(
+                if m.plain_view:
+                    continue
+                dep = self.results.setdefault(m.key, ViewReport(
                     name=m.display, mode="repaired", outcome="skipped",
                     repaired_because=f"it is built on {t.display}, which would be repaired",
                     planned=f"recreate from its definition file with {t.display}"))
+                self._predict_indexes(dep, m)
             return None
         try:
             result = repair(self.session, plan)
+        except DependantNotRecreatable as exc:
+            return self._blocked(t, report, (
+                f"needs repair ({reason}) but the view {exc.view} built on it cannot be recreated from its stored "
+                f"definition ({exc.why}); nothing was changed. To finish the repair: save its definition "
+                f"(SELECT pg_get_viewdef('{exc.view}'::regclass, true)), DROP VIEW {exc.view}; run the refresh "
+                f"job (it repairs {t.display}), then re-create {exc.view} for the new columns"), partial=True)
         except RepairStepError as exc:
             return self._repair_failed(report, exc.cause, f"repair ({exc.step})", first_error, plan)
         except psycopg.Error as exc:
@@ -405,15 +453,54 @@ class _Refresh:
                 raise
             return self._repair_failed(report, exc, "repair", first_error, plan)
         for i, m in enumerate(plan.members):
+            if m.plain_view:
+                continue
+            not_carried = [IndexNotCarried(name=n.name, ddl=n.ddl, why=n.why)
+                           for n in result.not_carried.get(m.key, [])]
             self.results[m.key] = ViewReport(
                 name=m.display, mode="repaired", outcome="repaired", rows=result.rows.get(m.key),
                 duration_ms=result.duration_ms if i == 0 else None,
-                warnings=(report.warnings if i == 0 else []) + result.warnings.get(m.key, []),
+                warnings=(report.warnings if i == 0 else []) + result.warnings.get(m.key, [])
+                + [_not_carried_warning(n) for n in not_carried],
                 repaired_because=reason if i == 0 else f"it is built on {t.display}, which was repaired",
+                indexes_carried_over=result.carried.get(m.key, []), indexes_not_carried=not_carried,
+                views_recreated=views if i == 0 else [],
             )
-        logger.info("repaired", extra={"view": t.display, "with": others, "because": reason})
+        logger.info("repaired", extra={"view": t.display, "with": others + views, "because": reason})
         self.catalog = Catalog.load(self.session.conn)
         return None
+
+    def _blocked(self, t: ViewTarget, report: ViewReport, message: str, partial: bool = False) -> None:
+        """The repair cannot be made: refresh the view with its stored definition so it is never left
+        stale, and say why and what to run (`repair_blocked` makes the run partial)."""
+        report.repair_blocked = message
+        rel = self.catalog.find(t.schema, t.name)
+        if rel is None:
+            return self._fail(report, message)
+        logger.warning("repair blocked; refreshing with the stored definition", extra={"view": t.display})
+        self._refresh(t, rel, report, may_repair=False)
+        return None
+
+    def _predict_indexes(self, report: ViewReport, m: Any) -> None:
+        """Dry runs: the hand-added indexes a repair would carry over, or could not."""
+        if m.old is None or m.definition is None:
+            return
+        drift = self.drifts.get(m.key)
+        if drift is None:
+            try:
+                drift = compare(self.session, m.old, m.definition)
+            except (ScratchUnavailable, DeadlineReached):
+                return
+            except psycopg.Error as exc:
+                if exc.sqlstate is None:
+                    raise
+                return
+        _apply_carry(report, drift.indexes)
+        if drift.indexes.carried:
+            report.planned = f"{report.planned}; carry over the indexes {', '.join(drift.indexes.carried)}"
+        if drift.indexes.not_carried:
+            report.planned = (f"{report.planned}; the indexes {', '.join(n.name for n in drift.indexes.not_carried)} "
+                              "cannot be carried over (see indexes_not_carried)")
 
     def _repair_failed(self, report: ViewReport, exc: psycopg.Error, doing: str, first_error: str | None,
                        plan: RepairPlan) -> None:
@@ -463,6 +550,10 @@ class _Refresh:
             status = "partial"
             detail = cache_report.error if isinstance(cache_report, CacheNotRun) else cache_report.errors
             errors.append("views refreshed, but cache invalidation failed: " + str(detail or "see report.cache"))
+        blocked = [r for r in reports if r.repair_blocked and r.outcome != "failed"]
+        if blocked:
+            status = "partial"
+            errors += [f"{r.name}: repair blocked: {r.repair_blocked}" for r in blocked]
         if failed:
             status = "failed"
         return RefreshReport(
@@ -492,6 +583,24 @@ class _Refresh:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=sum(r.outcome == outcome for r in reports))
 
 
+NO_KEY = "it has no valid unique index on plain columns without WHERE, which CONCURRENTLY needs"
+
+
+def concurrently_ineligible(conn: psycopg.Connection, rel: Relation) -> str:
+    """The error for `concurrently: true` on a view without a key (the run's and `plan check`'s)."""
+    return (f"concurrently: true, but {NO_KEY}; add one to its definition file (e.g. "
+            f"{unique_index_hint(conn, rel)}), or set concurrently: false to accept a refresh that blocks readers")
+
+
+def _apply_carry(report: ViewReport, carry: IndexCarry) -> None:
+    report.indexes_carried_over = list(carry.carried)
+    report.indexes_not_carried = [IndexNotCarried(name=n.name, ddl=n.ddl, why=n.why) for n in carry.not_carried]
+
+
+def _not_carried_warning(n: IndexNotCarried) -> str:
+    return f"index {n.name} was not carried over ({n.why}); it was: {n.ddl}"
+
+
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
@@ -505,9 +614,23 @@ def _pg_message(exc: psycopg.Error) -> str:
 
 
 def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
+    """`check_report`'s problems (the JobSpec's check)."""
+    return check_report(plan, conn)[0]
+
+
+def check_report(plan: Plan, conn: psycopg.Connection) -> tuple[list[str], list[str]]:
     """The refresh section against a live database: schemas exist, each view exists or can be created,
-    and every definition file applies (tried in a transaction that is rolled back)."""
+    every definition file applies (tried in a transaction that is rolled back), a stored view that
+    drifted from its file (and what its repair would change), and `concurrently: true` on a view
+    with no unique key, judged as the run judges them (`drift.compare`, `catalog.concurrent_keys`)."""
     problems: list[str] = []
+    notes: list[str] = []
+    catalog = Catalog.load(conn)
+    definitions: dict[tuple[str, str], Definition] = {}
+    for spec in plan.refresh.views:
+        if spec.definition is not None:
+            with contextlib.suppress(DefinitionError):  # reported below, view by view
+                definitions[qualify(spec.name)] = load_definition(spec.definition, *qualify(spec.name))
     for i, schema in enumerate(plan.refresh.schema_names):
         if not plan.refresh.views and not schema_exists(conn, schema):
             problems.append(f"refresh.schemas[{i}]: schema {schema!r} does not exist")
@@ -521,9 +644,12 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
         if kind not in (None, "materialized view"):
             problems.append(f"{where}: is a {kind}, not a materialized view")
             continue
+        rel = catalog.find(schema, name)
         if spec.definition is None:
             if kind is None:
                 problems.append(f"{where}: does not exist and has no definition file to create it from")
+            elif rel is not None and spec.concurrently and not concurrent_keys(conn, rel.oid):
+                problems.append(f"{where}: {concurrently_ineligible(conn, rel)}")
             continue
         try:
             definition = load_definition(spec.definition, schema, name)
@@ -531,7 +657,12 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
             problems.append(f"{where}.definition: {spec.definition.name}: {exc}")
             continue
         try:
-            try_definition(conn, definition, schema, name)
+            if rel is None:
+                try_definition(conn, definition, schema, name)
+            else:
+                found, said = _check_drift(conn, catalog, rel, spec, definition, definitions, where)
+                problems += found
+                notes += said
         except ScratchUnavailable as exc:
             problems.append(f"{where}.definition: cannot be tried ({exc}): pgkeeper's role needs CREATE on the "
                             "database for a scratch schema")
@@ -539,7 +670,40 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
             if exc.sqlstate is None:
                 raise
             problems.append(f"{where}.definition: {spec.definition.name} does not apply: {_pg_message(exc)}")
-    return problems + cache.check(plan)  # views naming cache keys need a cache that answers
+    return problems + cache.check(plan), notes  # views naming cache keys need a cache that answers
+
+
+def _check_drift(conn: psycopg.Connection, catalog: Catalog, rel: Relation, spec: ViewSpec, definition: Definition,
+                 definitions: dict[tuple[str, str], Definition], where: str) -> tuple[list[str], list[str]]:
+    """Drift of a stored view from its file, what its repair would change, and CONCURRENTLY
+    eligibility (of the view as it is, or as a repair would build it). A drift the next run repairs
+    losing nothing is a note; one whose repair would lose an index or is blocked is a problem."""
+    problems: list[str] = []
+    notes: list[str] = []
+    drift = compare_on(conn, rel, definition)
+    keys = drift.keys_after if drift.drifted else concurrent_keys(conn, rel.oid)
+    if drift.drifted:
+        repair_plan = plan_repair(catalog, rel.schema, rel.name, definitions)
+        changes = [f"drifted from {definition.path.name} ({'; '.join(drift.reasons)}): the next refresh repairs "
+                   "it (recreates it from its definition file)"]
+        with_it = [m.display for m in repair_plan.members[1:] if not m.plain_view]
+        views = [m.display for m in repair_plan.members if m.plain_view]
+        if with_it:
+            changes.append(f"with {', '.join(with_it)}")
+        if views:
+            changes.append(f"recreating the views {', '.join(views)} from their stored definitions")
+        if drift.indexes.carried:
+            changes.append(f"carrying over the indexes {', '.join(drift.indexes.carried)}")
+        changes += [f"index {n.name} cannot be carried over ({n.why}): {n.ddl}" for n in drift.indexes.not_carried]
+        if repair_plan.blockers:
+            changes.append(f"but the repair is blocked by {', '.join(repair_plan.blockers)}: it would be refreshed "
+                           "with its stored definition instead")
+        hazard = bool(drift.indexes.not_carried or repair_plan.blockers)
+        (problems if hazard else notes).append(f"{where}: " + "; ".join(changes))
+    if spec.concurrently and not keys:
+        problems.append(f"{where}: {concurrently_ineligible(conn, rel)}"
+                        + (" (as its definition file would build it)" if drift.drifted else ""))
+    return problems, notes
 
 
 JOB = JobSpec(name="refresh", options=RefreshOptions, run=run, check=check, preflight=preflight)
