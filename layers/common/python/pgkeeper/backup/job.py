@@ -327,11 +327,28 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     """`pgkeeper plan check`: the bucket is named, excluded objects exist, pg_dump is new enough."""
     bp = plan.backup
     problems: list[str] = []
-    if "backup" in plan.model_fields_set:
-        try:
-            bp.resolve_bucket()
-        except ConfigError as exc:
+    bucket: str | None = None
+    try:
+        bucket = bp.resolve_bucket()
+    except ConfigError as exc:
+        if "backup" in plan.model_fields_set:
             problems.append(f"backup: {exc}")
+    if bucket is not None:
+        # The bucket the run uploads to must answer HeadBucket (exists, and these credentials reach it).
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3 = boto3.client("s3", config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10))
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "")) or "error"
+            why = {"404": "does not exist", "NoSuchBucket": "does not exist",
+                   "403": "is not accessible with these credentials (403)"}.get(code, f"answered {code}")
+            problems.append(f"backup: bucket {bucket} {why}")
+        except BotoCoreError as exc:
+            problems.append(f"backup: bucket {bucket} cannot be reached: {first_line(exc)}")
     for schema in bp.exclude_schemas:
         if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
             problems.append(f"backup.exclude_schemas: schema {schema!r} does not exist")

@@ -9,6 +9,8 @@ idempotent) or a table was locked, and `failed` when a target failed or the safe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 import psycopg
@@ -20,11 +22,22 @@ from ..errors import EventError, first_line
 from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options, SparseModel
 from ..log import logger, metrics
 from ..plan import Plan
-from ..plan.cleanup import CleanupTarget
-from . import functions
+from ..plan.cleanup import CleanupPlan, CleanupTarget
+from . import estimate, functions, predicate
 from .functions import FunctionTargetReport
 from .resolve import TableTarget, TargetProblems, resolve_table
-from .tables import Method, TableRun, TableTargetReport, TargetOutcome, TargetResult, choose_method, method_problems
+from .tables import (
+    Method,
+    TableRun,
+    TableTargetReport,
+    TargetOutcome,
+    TargetResult,
+    choose_method,
+    method_problems,
+    rail_allowed,
+    rail_limit,
+    rail_refusal,
+)
 
 
 class CleanupOptions(Options):
@@ -232,8 +245,58 @@ def _describe_run(results: list[TargetReport], deleted: int, would_delete: int |
 
 def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     """`pgkeeper plan check`: every cleanup target against the live database."""
-    _resolved, problems, blocked = _validate(conn, plan.cleanup.targets, "auto", prefix="cleanup.targets")
-    return problems + [f"cleanup.targets ({key}): not checked: {why}" for key, why in blocked.items()]
+    return check_report(plan, conn)[0]
+
+
+def check_report(plan: Plan, conn: psycopg.Connection) -> tuple[list[str], list[str]]:
+    """`pgkeeper plan check`: the problems of every cleanup target against the live database (missing
+    tables or columns, SELECT and DELETE lacking on a table or partition, values that do not fit,
+    a table the safety rail would refuse), and notes on what the next run would do."""
+    cp = plan.cleanup
+    where = {spec.key: f"cleanup.targets[{i}] ({spec.key})" for i, spec in enumerate(cp.targets)}
+    with _timezone(conn, cp.timezone):
+        resolved, problems, blocked = _validate(conn, cp.targets, "auto", prefix="cleanup.targets")
+        notes: list[str] = []
+        for target in resolved:
+            if isinstance(target, TableTarget):
+                refusal, note = _rail_check(conn, cp, target)
+                problems += [f"{where[target.spec.key]}: {refusal}"] if refusal else []
+                notes += [f"{where[target.spec.key]}: {note}"] if note else []
+    problems += [f"cleanup.targets ({key}): not checked: {why}" for key, why in blocked.items()]
+    return problems, notes
+
+
+@contextmanager
+def _timezone(conn: psycopg.Connection, timezone: str) -> Iterator[None]:
+    """The run's TimeZone while checking: naive timestamps compare as the run compares them."""
+    row = conn.execute("SELECT pg_catalog.current_setting('TimeZone')").fetchone()
+    assert row is not None
+    conn.execute("SELECT pg_catalog.set_config('TimeZone', %s, false)", [timezone])
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute("SELECT pg_catalog.set_config('TimeZone', %s, false)", [row[0]])
+
+
+def _rail_check(conn: psycopg.Connection, cp: CleanupPlan, target: TableTarget) -> tuple[str | None, str | None]:
+    """The safety rail as the next run applies it (the same block sample, the same limits): why it
+    would refuse the target, or a note of how many rows it would delete."""
+    limit = rail_limit(target.spec, cp)
+    try:
+        pred = predicate.build(target.spec, target.times or predicate.resolve_times(conn, target.spec))
+        est = sum((estimate.sample(conn, heap, pred) for heap in target.heaps), estimate.Estimate())
+    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
+        return None, f"safety rail not estimated: {first_line(exc)}"
+    how = "counted" if est.exact else "estimated from a block sample"
+    if limit is None:
+        return None, (f"would delete about {est.matching} of {est.rows} rows of {target.display} ({how}); "
+                      f"allow_large: no safety rail")
+    allowed = rail_allowed(limit, est.rows)
+    if est.matching > allowed:
+        return "would refuse: " + rail_refusal(target.display, est, allowed, limit, ran=False), None
+    return None, (f"would delete about {est.matching} of {est.rows} rows of {target.display} ({how}); "
+                  f"the safety rail allows {allowed}")
 
 
 JOB = JobSpec(name="cleanup", options=CleanupOptions, run=run, check=check, preflight=preflight)

@@ -15,7 +15,7 @@ from ..budget import Budget
 from ..jobs import SparseModel
 from ..log import logger
 from ..plan.base import column_ident
-from ..plan.cleanup import CleanupPlan
+from ..plan.cleanup import CleanupPlan, CleanupTarget
 from . import estimate, predicate
 from .batches import BatchError, Settings, Totals, WalkStop, index_path, walk
 from .resolve import Heap, TableTarget, TargetProblems
@@ -151,6 +151,36 @@ def method_problems(target: TableTarget, method: Method, server_version: int) ->
 def set_timeouts(conn: psycopg.Connection, statement_ms: int, lock_ms: int) -> None:
     """The delete session's timeouts, for the session (its transactions are the batches)."""
     db.set_timeouts(conn, statement_ms, lock_ms, local=False)
+
+
+def rail_limit(spec: CleanupTarget, plan: CleanupPlan) -> tuple[float, int | None] | None:
+    """The safety rail of a table target: (max_fraction, max_rows), None when `allow_large`."""
+    if spec.allow_large:
+        return None
+    fraction = spec.max_fraction if spec.max_fraction is not None else plan.max_fraction
+    rows = spec.max_rows if spec.max_rows is not None else plan.max_rows
+    return fraction, rows
+
+
+def rail_allowed(limit: tuple[float, int | None], table_rows: int) -> int:
+    """How many matching rows the rail allows in a table of `table_rows` rows."""
+    fraction, rows = limit
+    allowed = math.floor(fraction * table_rows)
+    return min(allowed, rows) if rows is not None else allowed
+
+
+def rail_refusal(shown: str, est: estimate.Estimate, allowed: int, limit: tuple[float, int | None] | None,
+                 *, ran: bool = True) -> str:
+    """Why the rail refuses a target whose condition matches `est.matching` rows of `shown` (`ran`: said
+    by a run, which tells that nothing was deleted; `pgkeeper plan check` deletes nothing anyway)."""
+    how = "counted" if est.exact else "estimated from a block sample"
+    fraction, rows = limit or (1.0, None)
+    rail = f"max_fraction {fraction:g}" + (f", max_rows {rows}" if rows is not None else "")
+    return (f"safety rail: the condition matches {est.matching} of {est.rows} rows "
+            f"({est.fraction:.0%}, {how}) of {shown}, more than allowed ({allowed}; {rail}). "
+            + (f"Nothing was deleted from {shown}. " if ran else "")
+            + "If this is intended, set allow_large: true "
+            "on the target (or raise max_fraction / max_rows).")
 
 
 class TableRun:
@@ -299,26 +329,14 @@ class TableRun:
         return TidRangeWalk(heap, self.stats[heap.oid].blocks)
 
     def _limit(self) -> tuple[float, int | None] | None:
-        if self.spec.allow_large:
-            return None
-        fraction = self.spec.max_fraction if self.spec.max_fraction is not None else self.plan.max_fraction
-        rows = self.spec.max_rows if self.spec.max_rows is not None else self.plan.max_rows
-        return fraction, rows
+        return rail_limit(self.spec, self.plan)
 
     @staticmethod
     def _allowed(limit: tuple[float, int | None], table_rows: int) -> int:
-        fraction, rows = limit
-        allowed = math.floor(fraction * table_rows)
-        return min(allowed, rows) if rows is not None else allowed
+        return rail_allowed(limit, table_rows)
 
     def _refusal(self, est: estimate.Estimate, allowed: int) -> str:
-        how = "counted" if est.exact else "estimated from a block sample"
-        fraction, rows = self._limit() or (1.0, None)
-        rail = f"max_fraction {fraction:g}" + (f", max_rows {rows}" if rows is not None else "")
-        return (f"safety rail: the condition matches {est.matching} of {est.rows} rows "
-                f"({est.fraction:.0%}, {how}) of {self.target.display}, more than allowed ({allowed}; {rail}). "
-                f"Nothing was deleted from {self.target.display}. If this is intended, set allow_large: true "
-                f"on the target (or raise max_fraction / max_rows).")
+        return rail_refusal(self.target.display, est, allowed, self._limit())
 
     def _remaining(self, pred: predicate.Predicate, walker: TidRangeWalk | KeysetWalk, rest: list[Heap]) -> int | None:
         """Matching rows the walk has not reached (sampled) plus those it skipped."""
@@ -344,6 +362,11 @@ class TableRun:
         started = time.perf_counter()
         try:
             self._phase_timeouts()
+            if self.conn.info.server_version >= 150000:
+                # The deletes' counters are still pending in this backend (flushed at most once a
+                # second): flushed after ANALYZE, they would subtract the deleted rows from ANALYZE's
+                # fresh live count (100,001 live read as 2) and make the next vacuum analyze again.
+                self.conn.execute("SELECT pg_catalog.pg_stat_force_next_flush()")
             self.conn.execute(sql.SQL("ANALYZE {}").format(self.target.ident))
             self.report.analyze = "done"
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:

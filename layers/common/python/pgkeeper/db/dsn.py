@@ -55,6 +55,16 @@ def direct_host(host: str) -> str:
     return f"{m.group(1)}{m.group(2)}" if m else host
 
 
+def pooler_hosts(url: str) -> list[tuple[str, str]]:
+    """The Neon `-pooler` hosts in the URL, each with the direct host `session_conninfo` swaps it for."""
+    try:
+        host = conninfo_to_dict(url).get("host")
+    except Exception:  # psycopg raises ProgrammingError for any unparsable string
+        raise ConfigError("the database URL cannot be parsed (check quoting of the password)") from None
+    hosts = host.split(",") if isinstance(host, str) else []
+    return [(h, direct_host(h)) for h in hosts if direct_host(h) != h]
+
+
 def session_conninfo(url: str, *, use_direct_host: bool = True) -> str:
     """The URL as a conninfo string, with a Neon pooler host swapped for the direct one."""
     try:

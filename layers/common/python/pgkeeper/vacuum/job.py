@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import EventError
@@ -21,7 +22,7 @@ from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import SqlName, column_ident, split_name
 from . import backlog, reindex, worker
-from .selection import Action, Selection, select
+from .selection import Action, Selection, permitted_sql, select
 from .worker import TableItem, TableOutcome
 
 
@@ -211,7 +212,8 @@ def _metrics(counts: OutcomeCounts, unfinished: int) -> None:
 
 
 def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
-    """The vacuum section against a live database: schemas, hot tables, expected indexes' tables and columns."""
+    """The vacuum section against a live database: schemas, hot tables, expected indexes' tables and
+    columns, and the tables it names that the database user may not vacuum (the run would skip them)."""
     vac = plan.vacuum
     problems: list[str] = []
     schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()}
@@ -223,25 +225,38 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     names += [("expected_indexes", i, e.table) for i, e in enumerate(vac.expected_indexes)]
     wanted = {split_name(t) for _, _, t in names}
     rows = conn.execute(
-        "SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_class c "
+        sql.SQL("SELECT n.nspname, c.relname, a.attname, {permitted}, pg_catalog.pg_get_userbyid(c.relowner) "
+        "FROM pg_catalog.pg_class c "
         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database() "
         "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
         "WHERE c.relkind IN ('r', 'm', 'p') "
-        "AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        "AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))").format(
+            permitted=sql.SQL(permitted_sql("c.relowner", "d.datdba"))),
         [[s for s, _ in wanted], [t for _, t in wanted]],
     ).fetchall()
     columns: dict[tuple[str, str], set[str]] = {}
-    for s, t, a in rows:
+    owners: dict[tuple[str, str], str | None] = {}
+    for s, t, a, permitted, owner in rows:
         columns.setdefault((s, t), set()).add(a)
+        owners[(s, t)] = None if permitted else owner
     for section, i, table in names:
         key = split_name(table)
         if key not in columns:
             problems.append(f"vacuum.{section}[{i}]: table {display(*key)} not found")
-        elif section == "expected_indexes":
+            continue
+        if section == "expected_indexes":
             for j, col in enumerate(vac.expected_indexes[i].columns):
                 if column_ident(col) not in columns[key]:
                     problems.append(f"vacuum.expected_indexes[{i}].columns[{j}]: column {col} not found in "
                                     f"{display(*key)}")
+        owner = owners[key]
+        if owner is not None and (section == "analyze" or (section == "expected_indexes" and vac.reindex_invalid)):
+            what = "analyze" if section == "analyze" else "reindex"
+            problems.append(f"vacuum.{section}[{i}]: the database user may not {what} {display(*key)}: it is "
+                            f"not the table's owner ({owner}), the database's owner, a member of either or a "
+                            f"superuser; the run skips it (GRANT {owner} TO <pgkeeper's user>, or change the "
+                            f"table's owner)")
     return problems
 
 

@@ -62,6 +62,14 @@ class VacuumTarget(QualifiedName):
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def permitted_sql(owner: str, datdba: str) -> str:
+    """Whether the session may VACUUM / ANALYZE a table owned by the role `owner`, in a database owned by
+    `datdba` (both SQL expressions): the owner, the database's owner, or a member of either (superusers are
+    members of every role). The selection skips the others; `pgkeeper plan check` names them."""
+    return (f"(pg_catalog.pg_has_role({owner}, 'USAGE')\n"
+            f"              OR pg_catalog.pg_has_role({datdba}, 'USAGE'))")
+
+
 # Static text; every value is a parameter. pg_stat_all_tables has a row for every table (zeros when
 # never touched); toast tables count through their parent (VACUUM of the parent processes both).
 CANDIDATES_SQL = sql.SQL("""
@@ -82,8 +90,7 @@ WITH cfg AS (
            greatest(pg_catalog.mxid_age(c.relminmxid),
                     coalesce(pg_catalog.mxid_age(t.relminmxid), 0))::bigint AS mxid_age,
            fm.freeze_max_age, fm.mxid_freeze_max_age,
-           (pg_catalog.pg_has_role(c.relowner, 'USAGE')
-              OR pg_catalog.pg_has_role(cfg.datdba, 'USAGE')) AS permitted
+           {permitted} AS permitted
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN cfg
@@ -119,7 +126,7 @@ SELECT need.*,
     OR (need.n_mod_since_analyze >= %(changes)s AND need.mod_ratio >= %(changed_ratio)s
         AND need.n_mod_since_analyze > 0)
     OR (need.nspname, need.relname) IN (SELECT * FROM unnest(%(inc_schema)s::text[], %(inc_table)s::text[]))
-""").format(freeze_max_ages=FREEZE_MAX_AGES)
+""").format(freeze_max_ages=FREEZE_MAX_AGES, permitted=sql.SQL(permitted_sql("c.relowner", "cfg.datdba")))
 
 STATS_SQL = """
 SELECT coalesce(s.n_dead_tup, 0) AS n_dead_tup, coalesce(s.n_live_tup, 0) AS n_live_tup,
