@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from . import runner
 from .events import is_function_url_event, parse_event
 from .jobs import JobSpec
+
+
+def check_at_init() -> None:
+    """What must hold before any event is served, checked while Lambda initialises the function.
+
+    A signing-secret list that cannot work (no `whsec_` prefix, bad base64, too short) would refuse
+    every signed request with the same error: raised here, it is one init error naming the secret's
+    position (never its value), seen at the first deploy. Secrets Manager secrets are read when a
+    request needs them, so they can rotate without a cold start.
+    """
+    from .webhooks.secrets import ENV_SECRETS, parse_secrets
+
+    text = os.environ.get(ENV_SECRETS, "").strip()
+    if text:
+        parse_secrets(text, ENV_SECRETS)
 
 
 def handle(spec: JobSpec, event: Any, context: Any) -> dict:
