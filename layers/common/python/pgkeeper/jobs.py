@@ -84,6 +84,19 @@ class TerseModel(SparseModel):
     EMPTY_IS_NOTHING: ClassVar[bool] = True
 
 
+class SparseReport(JobReport, SparseModel):
+    """A job report serialised as the dict it replaced: `duration_s` only once set (the runner adds
+    the run's own), `errors` only when there are some."""
+
+    model_config = ConfigDict(extra="forbid")
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s"})
+
+    def _keeps(self, key: str, value: Any) -> bool:
+        if key == "errors":
+            return bool(value)
+        return super()._keeps(key, value)
+
+
 def as_dict(report: JobReport | Report) -> Report:
     """The one serialisation of a report: a job's model dumped as JSON types (a dict passes as is)."""
     if isinstance(report, BaseModel):

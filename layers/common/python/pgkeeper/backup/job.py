@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..db.dsn import session_conninfo
 from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
-from ..jobs import JobContext, JobReport, JobSpec, Options, SparseModel
+from ..jobs import JobContext, JobSpec, Options, SparseReport
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import split_name
@@ -53,20 +53,7 @@ class BackupOptions(Options):
     prune: bool = Field(True, description="apply retention after this backup verified")
 
 
-class _Report(JobReport, SparseModel):
-    """A backup job's report, serialised as the dicts it replaced were: `errors` only when there are
-    some (a real run that fails raises), `duration_s` only when set (a dry run leaves it to the runner)."""
-
-    model_config = ConfigDict(extra="forbid")
-    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s"})
-
-    def _keeps(self, key: str, value: Any) -> bool:
-        if key == "errors":
-            return bool(value)
-        return super()._keeps(key, value)
-
-
-class BackupReport(_Report):
+class BackupReport(SparseReport):
     """A backup that verified and whose manifest is written; `kept` only when retention ran."""
 
     SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "kept"})
@@ -104,7 +91,7 @@ class KeptBackup(BaseModel):
     """The retention rules that keep it (`newest`, `daily 2026-12-01`...)."""
 
 
-class BackupDryRunReport(_Report):
+class BackupDryRunReport(SparseReport):
     """What a real run would use and delete; `failed` (with `errors`) when pg_dump would not do."""
 
     ORDER: ClassVar[tuple[str, ...]] = ("status", "dry_run", "bucket", "prefix", "pg_dump_version", "backups",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field
 
 from ..db import bound
 from ..errors import EventError, first_line
-from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options, SparseModel
+from ..jobs import JobContext, JobOutcome, JobSpec, Options, SparseReport
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.cleanup import CleanupPlan, CleanupTarget
@@ -52,7 +52,7 @@ TargetReport = TableTargetReport | FunctionTargetReport | TargetResult
 (`not_run`, `not_started`, `blocked`, or `failed` before its work began)."""
 
 
-class CleanupReport(JobReport, SparseModel):
+class CleanupReport(SparseReport):
     """A cleanup run's report, serialised as the dict it replaced: `dry_run` and `summary` unless the run
     ended before any target was tried, `would_delete` in dry runs, `errors` only when there are some,
     `note` when the plan has no targets, `duration_s` only once the runner adds the run's own."""
@@ -69,11 +69,6 @@ class CleanupReport(JobReport, SparseModel):
     would_delete: int | None = None
     summary: str | None = None
     note: str | None = None
-
-    def _keeps(self, key: str, value: Any) -> bool:
-        if key == "errors":
-            return bool(value)
-        return super()._keeps(key, value)
 
 
 ResolvedTarget = TableTarget | functions.FunctionTarget

@@ -7,7 +7,7 @@ Tables a run could not finish are carried over (pgkeeper.vacuum_backlog) and go 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import EventError
 from ..health import HealthReport, build_report
 from ..idents import display
-from ..jobs import JobContext, JobReport, JobSpec, Options, SparseModel
+from ..jobs import JobContext, JobSpec, Options, SparseModel, SparseReport
 from ..log import logger, metrics
 from ..plan import Plan
 from ..plan.base import SqlName, column_ident, split_name
@@ -92,20 +92,7 @@ class NotPermitted(BaseModel):
     why: str
 
 
-class _Report(JobReport, SparseModel):
-    """A vacuum job's report, serialised as the dicts it replaced were: without `duration_s` until the
-    runner adds the run's own, and without `errors` (a vacuum run that fails raises)."""
-
-    model_config = ConfigDict(extra="forbid")
-    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s"})
-
-    def _keeps(self, key: str, value: Any) -> bool:
-        if key == "errors":
-            return bool(value)
-        return super()._keeps(key, value)
-
-
-class VacuumReport(_Report):
+class VacuumReport(SparseReport):
     """The report of a `vacuum` or `analyze` run; the last four keys only when there is something to say."""
 
     SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "stopped", "invalid_indexes", "not_permitted",
@@ -124,7 +111,7 @@ class VacuumReport(_Report):
     not_found: list[str] | None = None
 
 
-class HealthModeReport(_Report):
+class HealthModeReport(SparseReport):
     """The report of a `health` run: the health report as it is."""
 
     mode: Literal["health"] = "health"
