@@ -143,7 +143,9 @@ class UpstashAdapter(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def start(self) -> UpstashAdapter:
-        self._thread = threading.Thread(target=self.serve_forever, name="upstash-adapter", daemon=True)
+        # A short poll interval: shutdown() waits for the loop to look, 0.5 s by default, at every stop.
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="upstash-adapter", daemon=True)
         self._thread.start()
         return self
 

@@ -8,11 +8,17 @@ The layer build test runs the real `make build` and reads the wheels it produced
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -317,23 +323,111 @@ def _elf_machine(path: Path) -> int:
     return int.from_bytes(head[18:20], "little")
 
 
+class SlowSteps:
+    """`make build ARCH=...` once per architecture, and the pip install of what Lambda's python3.13
+    image has besides the stdlib (boto3), each a process of its own, all running side by side.
+
+    One after another they took ~22 s. tests/conftest.py starts the ones the selected tests need
+    early in the session (`start_early`), at the lowest CPU priority (nice 19): they run on the CPU
+    time the rest of the suite leaves idle (it runs one test at a time, keeping about one of the
+    machine's cores busy) and yield it to every test process. Each test then waits for its own step;
+    without an early start, the first test asking for one starts them all. The builds are the same
+    `make build` into scratch directories; only when they run changes."""
+
+    def __init__(self) -> None:
+        self._root: Path | None = None
+        self._running: dict[str, tuple[subprocess.Popen, Path, Any]] = {}
+        self._wanted: list[str] = []
+
+    def start(self, steps: list[str]) -> None:
+        self._wanted = list(dict.fromkeys([*self._wanted, *steps]))
+        for step in self._wanted:
+            self._spawn(step)
+
+    def _spawn(self, step: str) -> None:
+        if step in self._running:
+            return
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="pgk-slow-steps-"))
+        out = self._root / step
+        out.mkdir()
+        if step == "runtime":
+            result = out / "runtime"
+            cmd = [str(ROOT / ".venv/bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                   "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.13",
+                   "--platform", "manylinux2014_x86_64", "--target", str(result), "boto3"]
+        else:
+            result = out / "build"
+            cmd = ["make", "--no-print-directory", "build", f"ARCH={step}", f"BUILD_DIR={result}"]
+        log = (out / "output.log").open("w+b")
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: os.nice(19))
+        self._running[step] = (proc, result, log)
+
+    def get(self, step: str) -> Path:
+        """The step's result (a build dir, or the runtime's site dir) once its process succeeded."""
+        self.start([step])
+        proc, result, log = self._running[step]
+        returncode = proc.wait(timeout=600)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+        assert returncode == 0, f"{' '.join(map(str, proc.args))}: {output[-6000:]}"
+        return result
+
+    def stop(self) -> None:
+        """Ends what still runs (the session stopped early) and removes the scratch directories."""
+        for proc, _, log in self._running.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+            log.close()
+        self._running.clear()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+
+STEPS = SlowSteps()
+
+
+def _slow_steps_of(items: list[pytest.Item]) -> list[str]:
+    """The builds (by architecture) and the runtime install the selected tests of this module ask for."""
+    steps: list[str] = []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "build" in names and hasattr(item, "callspec") and "arch" in item.callspec.params:
+            steps.append(item.callspec.params["arch"])
+        if "lambda_runtime" in names and _python313() is not None:
+            steps += ["x86_64", "runtime"]  # the import test loads the x86_64 build on this machine
+    return steps
+
+
+def start_early(items: list[pytest.Item]) -> None:
+    """Called by tests/conftest.py early in the session, with the selected tests of this module."""
+    if SAM.exists():
+        STEPS.start(_slow_steps_of(items))
+
+
+def stop_early() -> None:
+    """Called by tests/conftest.py at the end of the session."""
+    STEPS.stop()
+
+
 @pytest.fixture(scope="module")
-def build(tmp_path_factory):
-    """`make build ARCH=...` into a scratch dir, once per architecture for this module."""
+def build(request) -> Callable[[str], Path]:
+    """`make build ARCH=...` into a scratch dir, once per architecture for this session."""
     if not SAM.exists():
         pytest.skip("the SAM tools venv is missing: run `make tools` (make test does)")
-    done: dict[str, Path] = {}
+    STEPS.start(_slow_steps_of(request.session.items))  # if tests/conftest.py has not started them yet
+    return STEPS.get
 
-    def run(arch: str) -> Path:
-        if arch not in done:
-            build_dir = tmp_path_factory.mktemp(f"sam-{arch}") / "build"
-            proc = subprocess.run(["make", "--no-print-directory", "build", f"ARCH={arch}", f"BUILD_DIR={build_dir}"],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=600)
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-            done[arch] = build_dir
-        return done[arch]
 
-    return run
+@pytest.fixture(scope="module")
+def lambda_runtime(request) -> Callable[[], Path]:
+    """A directory standing in for what Lambda's python3.13 image has besides the stdlib (boto3)."""
+    STEPS.start(_slow_steps_of(request.session.items))
+    return lambda: STEPS.get("runtime")
 
 
 @pytest.mark.slow
@@ -381,18 +475,14 @@ def _python313() -> str | None:
 
 
 @pytest.mark.slow
-def test_built_handlers_import_under_python_3_13_from_the_layer_alone(build, tmp_path):
+def test_built_handlers_import_under_python_3_13_from_the_layer_alone(build, lambda_runtime):
     """The proof the layer is complete: the runtime's Python imports each built handler from the
     function dir and the layer, with nothing else but what the Lambda runtime ships (boto3)."""
     python = _python313()
     if python is None:
         pytest.skip("needs a Python 3.13 interpreter (the Lambda runtime's version) on this machine")
     build_dir = build("x86_64")  # this machine's architecture, so the wheels can load
-    runtime = tmp_path / "runtime"  # stands in for what Lambda's python3.13 image has besides the stdlib
-    subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.13",
-                    "--platform", "manylinux2014_x86_64", "--target", str(runtime), "boto3"],
-                   check=True, capture_output=True, timeout=300)
+    runtime = lambda_runtime()  # stands in for what Lambda's python3.13 image has besides the stdlib
     code = "import sys; sys.path[:0] = sys.argv[1:]; import app; assert callable(app.lambda_handler)"
     for logical_id in JOBS:
         paths = [str(build_dir / logical_id), str(build_dir / "CommonLayer/python"), str(runtime)]
