@@ -65,10 +65,9 @@ class Databases:
     PARALLEL = 4
     """CREATE DATABASE run at once when making many (several at a time finish sooner than in a row)."""
 
-    def __init__(self, admin_url: str, expected: int, made_up_front: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, admin_url: str, expected: int) -> None:
         self.admin_url = admin_url
         self._expected = expected  # template1 copies the collected tests will take
-        self._made_up_front = made_up_front
         self._ready: dict[str | None, list[str]] = {}
         self._templates: dict[str, str] = {}
         self._to_drop: queue.Queue[str | None] = queue.Queue()
@@ -109,7 +108,6 @@ class Databases:
         if self._expected:  # the first database asked for, whatever its template: make the batch
             self._ready.setdefault(None, []).extend(self._create_many(self._expected, None))
             self._expected = 0
-            self._made_up_front()
         ready = self._ready.setdefault(template, [])
         if not ready:
             ready.extend(self._create_many(1, template))
@@ -135,7 +133,9 @@ class Databases:
         return self._templates[key]
 
     def drop(self, names: list[str]) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as c:
+        # Connection.connect, not psycopg.connect: this also runs in the background thread while a test
+        # runs, and a test may spy on psycopg.connect (test_connections records every connection).
+        with psycopg.Connection.connect(self.admin_url, autocommit=True) as c:
             for name in names:
                 c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -188,8 +188,7 @@ def _fresh_databases_needed(items: list[pytest.Item]) -> int:
 
 @pytest.fixture(scope="session")
 def databases(admin_url: str, request: pytest.FixtureRequest) -> Iterator[Databases]:
-    dbs = Databases(admin_url, _fresh_databases_needed(request.session.items),
-                    made_up_front=lambda: _start_early(request.config))
+    dbs = Databases(admin_url, _fresh_databases_needed(request.session.items))
     yield dbs
     dbs.close()
 
@@ -317,42 +316,3 @@ def lambda_context() -> Callable[..., object]:
 
     return LocalContext
 
-
-_EARLY = pytest.StashKey[dict]()
-_EARLY_MODULES = pytest.StashKey[list]()
-_WAIT_FOR_DATABASES = pytest.StashKey[bool]()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """A test module may start slow, self-contained preparation early, to run beside other modules'
-    tests (the layer builds of tests/unit/test_template.py): its `start_early(items)` gets the module's
-    selected tests, its `stop_early()` runs when the session ends. They start once the up-front
-    databases exist (both create thousands of files; together each takes longer), or at the first
-    test when the session needs no database."""
-    if session.config.option.collectonly:
-        return
-    selected: dict[object, list[pytest.Item]] = {}
-    for item in session.items:
-        module = getattr(item, "module", None)
-        if module is not None and hasattr(module, "start_early"):
-            selected.setdefault(module, []).append(item)
-    session.config.stash[_EARLY] = selected
-    session.config.stash[_EARLY_MODULES] = list(selected)
-    session.config.stash[_WAIT_FOR_DATABASES] = _fresh_databases_needed(session.items) > 0
-
-
-def _start_early(config: pytest.Config) -> None:
-    selected = config.stash.get(_EARLY, {})
-    config.stash[_EARLY] = {}
-    for module, items in selected.items():
-        module.start_early(items)
-
-
-def pytest_runtest_call(item: pytest.Item) -> None:
-    if not item.config.stash.get(_WAIT_FOR_DATABASES, True):
-        _start_early(item.config)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    for module in session.config.stash.get(_EARLY_MODULES, []):
-        module.stop_early()

@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -327,12 +327,10 @@ class SlowSteps:
     """`make build ARCH=...` once per architecture, and the pip install of what Lambda's python3.13
     image has besides the stdlib (boto3), each a process of its own, all running side by side.
 
-    One after another they took ~22 s. tests/conftest.py starts the ones the selected tests need
-    early in the session (`start_early`), at the lowest CPU priority (nice 19): they run on the CPU
-    time the rest of the suite leaves idle (it runs one test at a time, keeping about one of the
-    machine's cores busy) and yield it to every test process. Each test then waits for its own step;
-    without an early start, the first test asking for one starts them all. The builds are the same
-    `make build` into scratch directories; only when they run changes."""
+    Each is a mostly single-threaded process (sam, pip unpacking wheels): one after another they
+    took ~22 s, side by side ~11 s on two cores. The first test asking for a step starts every step
+    the selected tests need; each test then waits for its own. The builds are the same `make build`
+    into scratch directories as before; only when they run changes."""
 
     def __init__(self) -> None:
         self._root: Path | None = None
@@ -360,8 +358,7 @@ class SlowSteps:
             result = out / "build"
             cmd = ["make", "--no-print-directory", "build", f"ARCH={step}", f"BUILD_DIR={result}"]
         log = (out / "output.log").open("w+b")
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: os.nice(19))
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._running[step] = (proc, result, log)
 
     def get(self, step: str) -> Path:
@@ -375,7 +372,7 @@ class SlowSteps:
         return result
 
     def stop(self) -> None:
-        """Ends what still runs (the session stopped early) and removes the scratch directories."""
+        """Ends what still runs (the tests stopped early) and removes the scratch directories."""
         for proc, _, log in self._running.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -386,9 +383,6 @@ class SlowSteps:
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
-
-
-STEPS = SlowSteps()
 
 
 def _slow_steps_of(items: list[pytest.Item]) -> list[str]:
@@ -403,31 +397,26 @@ def _slow_steps_of(items: list[pytest.Item]) -> list[str]:
     return steps
 
 
-def start_early(items: list[pytest.Item]) -> None:
-    """Called by tests/conftest.py early in the session, with the selected tests of this module."""
-    if SAM.exists():
-        STEPS.start(_slow_steps_of(items))
-
-
-def stop_early() -> None:
-    """Called by tests/conftest.py at the end of the session."""
-    STEPS.stop()
-
-
 @pytest.fixture(scope="module")
-def build(request) -> Callable[[str], Path]:
-    """`make build ARCH=...` into a scratch dir, once per architecture for this session."""
+def slow_steps(request) -> Iterator[SlowSteps]:
     if not SAM.exists():
         pytest.skip("the SAM tools venv is missing: run `make tools` (make test does)")
-    STEPS.start(_slow_steps_of(request.session.items))  # if tests/conftest.py has not started them yet
-    return STEPS.get
+    steps = SlowSteps()
+    steps.start(_slow_steps_of(request.session.items))
+    yield steps
+    steps.stop()
 
 
 @pytest.fixture(scope="module")
-def lambda_runtime(request) -> Callable[[], Path]:
+def build(slow_steps: SlowSteps) -> Callable[[str], Path]:
+    """`make build ARCH=...` into a scratch dir, once per architecture for this module."""
+    return slow_steps.get
+
+
+@pytest.fixture(scope="module")
+def lambda_runtime(slow_steps: SlowSteps) -> Callable[[], Path]:
     """A directory standing in for what Lambda's python3.13 image has besides the stdlib (boto3)."""
-    STEPS.start(_slow_steps_of(request.session.items))
-    return lambda: STEPS.get("runtime")
+    return lambda: slow_steps.get("runtime")
 
 
 @pytest.mark.slow
