@@ -46,14 +46,19 @@ template-check: tools
 	$(TOOLS)/bin/cfn-lint template.yaml
 	$(SAM) validate --lint --template template.yaml
 
+# Two pytest-xdist workers: the suite waits on PostgreSQL, subprocesses and builds as much as it
+# computes. Tests that share state beyond their own database run on one worker (xdist_group).
+WORKERS ?= 2
 test: venv services lint template-check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
 
 test-fast: venv services
 	$(BIN)/pytest -q -x tests/unit
 
+# The layer's pip is the tools venv's own: `python3 -m pip` through a pyenv shim rehashes the shims
+# after installing, and two builds side by side (the tests build both architectures) collide on it.
 build: tools
-	PGKEEPER_ARCH=$(ARCH) $(SAM) build --template template.yaml --build-dir $(BUILD_DIR) \
+	PGKEEPER_ARCH=$(ARCH) PIP="$(CURDIR)/$(TOOLS)/bin/python -m pip" $(SAM) build --template template.yaml --build-dir $(BUILD_DIR) \
 		--parameter-overrides Architecture=$(ARCH)
 
 demo: venv services

@@ -186,9 +186,15 @@ def _fresh_databases_needed(items: list[pytest.Item]) -> int:
     return needed
 
 
+def _workers() -> int:
+    """How many pytest-xdist workers share the collected tests (1 without xdist)."""
+    return max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(scope="session")
 def databases(admin_url: str, request: pytest.FixtureRequest) -> Iterator[Databases]:
-    dbs = Databases(admin_url, _fresh_databases_needed(request.session.items))
+    # Each xdist worker collects every test and runs about its share of them; the rest are made on demand.
+    dbs = Databases(admin_url, -(-_fresh_databases_needed(request.session.items) // _workers()))
     yield dbs
     dbs.close()
 
@@ -316,3 +322,17 @@ def lambda_context() -> Callable[..., object]:
 
     return LocalContext
 
+
+
+BUILD_GROUP = "layer-builds"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two workers), the tests sharing `sam build`s (one module
+    fixture) run on one worker, and first: the builds take the longest and start at their first test,
+    so they run while the other worker takes the rest of the suite."""
+    builds = [item for item in items if {"build", "lambda_runtime"} & set(getattr(item, "fixturenames", ()))]
+    for item in builds:
+        item.add_marker(pytest.mark.xdist_group(BUILD_GROUP))
+    chosen = set(map(id, builds))
+    items[:] = builds + [item for item in items if id(item) not in chosen]

@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgkeeper.backup.verify import scratch_prefix
+
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 
@@ -160,7 +162,8 @@ def _backup_dry_run_uploaded_nothing(conn: Conn, result: dict) -> None:
 def _backup_restore_tested(conn: Conn, result: dict) -> None:
     verification = result["report"]["verification"]
     assert verification["mode"] == "restore" and verification["restore"]["rows_match"] is True
-    assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pgkeeper_verify_%'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+                        [scratch_prefix(result["run_id"]) + "%"]).fetchone()[0] == 0
     run_recorded(conn, result, "invoke")
 
 
@@ -325,14 +328,17 @@ def test_without_a_database_the_handler_says_how_to_configure_one():
     assert "set DATABASE_URL" in error["errorMessage"]
 
 
-def _bootstrap_processes() -> list[int]:
+def _bootstrap_processes(mark: str) -> list[int]:
+    """The function processes (`pgkeeper invoke`'s bootstrap) with `mark` (NAME=value) in their environment:
+    this test's own, not those of tests running alongside (pytest-xdist)."""
     from pgkeeper.local.invoke import BOOTSTRAP
 
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if str(BOOTSTRAP).encode() in (entry / "cmdline").read_bytes():
+                if (str(BOOTSTRAP).encode() in (entry / "cmdline").read_bytes()
+                        and mark.encode() in (entry / "environ").read_bytes().split(b"\0")):
                     found.append(int(entry.name))
             except OSError:
                 continue
@@ -355,7 +361,7 @@ def test_a_terminated_invoke_stops_the_functions_process_too(seeded: str, tmp_pa
         conn.execute(sql.SQL("ALTER DATABASE {} SET vacuum_cost_limit = 1").format(sql.Identifier(dbname)))
         env_file = tmp_path / "env.json"
         env_file.write_text(json.dumps({"Parameters": {"DATABASE_URL": seeded}}))
-        assert _bootstrap_processes() == []
+        mark = f"DATABASE_URL={seeded}"  # this test's database: its function process, no other
         event = tmp_path / "event.json"
         event.write_text(json.dumps({"job": "vacuum", "options": {"tables": ["sessions"]}}))
         proc = subprocess.Popen(
@@ -367,12 +373,12 @@ def test_a_terminated_invoke_stops_the_functions_process_too(seeded: str, tmp_pa
                                "AND query LIKE 'VACUUM%%' AND state = 'active'").fetchone()[0]:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
-        assert _bootstrap_processes() != []
+        assert _bootstrap_processes(mark) != []
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert "stopped by SIGTERM" in err
         deadline = time.monotonic() + 10
-        while _bootstrap_processes() and time.monotonic() < deadline:
+        while _bootstrap_processes(mark) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _bootstrap_processes() == []
+        assert _bootstrap_processes(mark) == []

@@ -25,6 +25,7 @@ from pgkeeper.backup.errors import BackupError, VerificationError, VersionMismat
 from pgkeeper.backup.job import JOB, BackupOptions
 from pgkeeper.backup.manifest import Manifest
 from pgkeeper.backup.pipeline import Progress
+from pgkeeper.backup.verify import scratch_prefix
 from pgkeeper.budget import Budget
 from pgkeeper.cli import main as cli
 from pgkeeper.config import get_plan
@@ -195,12 +196,14 @@ def test_manifest_counts_rows_in_the_dump_snapshot_not_later_writes(seeded, plan
 
 def test_verify_restore_mode_restores_into_a_scratch_database_and_drops_it(seeded, plan, s3, admin_url):
     plan(verify="restore")
-    report = _run()["report"]
+    result = _run()
+    report = result["report"]
     assert report["verification"]["mode"] == "restore"
     assert report["verification"]["restore"]["rows_match"] is True
     assert report["verification"]["restore"]["rows"] == report["rows"]
-    with psycopg.connect(admin_url) as c:
-        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pgkeeper_verify_%'").fetchall()
+    with psycopg.connect(admin_url) as c:  # this run's scratch database (others may run alongside)
+        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                         [scratch_prefix(result["run_id"]) + "%"]).fetchall()
     assert left == []
 
 

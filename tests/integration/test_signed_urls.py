@@ -148,6 +148,9 @@ def pg(database: str) -> Iterator[psycopg.Connection]:
 
 
 def run_count(pg: psycopg.Connection) -> int:
+    """Runs recorded in the module's database; 0 before any request made pgkeeper create its schema."""
+    if pg.execute("SELECT to_regclass('pgkeeper.runs')").fetchone()[0] is None:
+        return 0
     return pg.execute("SELECT count(*) FROM pgkeeper.runs").fetchone()[0]
 
 

@@ -118,7 +118,7 @@ def test_url_session_reconnects_after_the_server_drops_it(db_url: str, pg: psyco
     try:
         assert store.accept("msg_a", 660)
         pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                   "WHERE application_name = 'pgkeeper/touch/url'")
+                   "WHERE application_name = 'pgkeeper/touch/url' AND datname = current_database()")
         assert store.accept("msg_b", 660)  # a frozen container's dead connection is replaced
     finally:
         session.close()

@@ -59,6 +59,11 @@ def wait_dead(pg: psycopg.Connection, name: str, at_least: int) -> None:
     wait_for(lambda: stats(pg, name)["n_dead_tup"] >= at_least, what=f"{name} to show {at_least} dead tuples")
 
 
+XIDS = pytest.mark.xdist_group("cluster-xids")
+"""Tests that burn transaction ids and read ages off the cluster-wide xid counter: under pytest-xdist
+they run on one worker, so no other test burns ids between a VACUUM and the age read after it."""
+
+
 def burn_xids(pg: psycopg.Connection, n: int) -> None:
     """Consume `n` transaction ids in separate transactions (a procedure commits in its loop)."""
     pg.execute("CREATE OR REPLACE PROCEDURE pg_temp.burn(n int) LANGUAGE plpgsql AS "
@@ -189,6 +194,7 @@ def test_table_under_access_exclusive_lock_is_skipped_reported_and_done_next_run
     assert stats(pg, "locked")["n_dead_tup"] == 0
 
 
+@XIDS
 def test_deadline_stops_the_run_and_next_run_resumes_with_what_was_left(pg, db_url, plan):
     plan({"thresholds": {"dead_tuples": 10, "dead_ratio": 0.01}, "min_seconds_per_table": 1})
     # `old` is past its (per-table) freeze max age, so it goes first and is vacuumed with FREEZE, which
@@ -229,6 +235,7 @@ def test_deadline_stops_the_run_and_next_run_resumes_with_what_was_left(pg, db_u
     assert pg.execute("SELECT count(*) FROM pgkeeper.vacuum_backlog").fetchone()[0] == 0
 
 
+@XIDS
 def test_freeze_selection_respects_per_table_freeze_max_age(pg, plan):
     make_table(pg, "young_limit", rows=1000, extra=", autovacuum_freeze_max_age = 100000")
     make_table(pg, "default_limit", rows=1000)
@@ -341,6 +348,7 @@ def test_bad_vacuum_plan_lists_every_problem(tmp_path):
         assert where in text
 
 
+@XIDS
 def test_toast_freeze_max_age_counts_in_the_selection_and_the_health_report_alike(pg, plan):
     from pgkeeper.config import get_plan
     from pgkeeper.health import build_report

@@ -30,6 +30,11 @@ from .snapshot import count_tables
 PURPOSE = "verify"
 
 
+
+def scratch_prefix(run_id: str) -> str:
+    """How every scratch database of run `run_id` is named: a leftover names the run that made it."""
+    return f"pgkeeper_verify_{run_id.replace('-', '')[:12]}_"
+
 def verify_backup(
     s3: Any,
     bucket: str,
@@ -56,7 +61,7 @@ def verify_backup(
         if mode == "restore":
             server = Database.for_url(server_conninfo, settings or DatabaseSettings(), "backup")
             admin = server.connect(autocommit=True, purpose=PURPOSE)
-            scratch = f"pgkeeper_verify_{run_id.replace('-', '')[:12]}_{uuid.uuid4().hex[:6]}"
+            scratch = f"{scratch_prefix(run_id)}{uuid.uuid4().hex[:6]}"
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
             scratch_db = server.on_database(scratch)
             version_num = fetch_server_version_num(admin)
