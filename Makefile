@@ -12,7 +12,7 @@ BUILD_DIR ?= .aws-sam/build
 # SAM needs a region, never credentials, for validate/build; no telemetry from CI.
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam
 
-.PHONY: help venv tools services test test-fast lint template-check build demo bench clean
+.PHONY: help venv tools services test test-fast lint template-check build deploy demo bench clean
 
 help:
 	@echo "make test    - lint, template checks, and the whole test suite against real services"
@@ -49,17 +49,33 @@ template-check: tools
 # Two pytest-xdist workers: the suite waits on PostgreSQL, subprocesses and builds as much as it
 # computes. Tests that share state beyond their own database run on one worker (xdist_group).
 WORKERS ?= 2
+# The built bundle is tested under CPython 3.13 (the runtime's): scripts/python313.sh finds or fetches it.
 test: venv services lint template-check
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
+	PGKEEPER_PYTHON313="$$(scripts/python313.sh)" $(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
 
 test-fast: venv services
 	$(BIN)/pytest -q -x tests/unit
 
 # The layer's pip is the tools venv's own: `python3 -m pip` through a pyenv shim rehashes the shims
 # after installing, and two builds side by side (the tests build both architectures) collide on it.
+# The layer is precompiled by a CPython 3.13 that scripts/python313.sh finds (or fetches); the built
+# template then allows only the architecture built (scripts/stamp_architecture.py says why).
 build: tools
-	PGKEEPER_ARCH=$(ARCH) PIP="$(CURDIR)/$(TOOLS)/bin/python -m pip" $(SAM) build --template template.yaml --build-dir $(BUILD_DIR) \
-		--parameter-overrides Architecture=$(ARCH)
+	PGKEEPER_ARCH=$(ARCH) PIP="$(CURDIR)/$(TOOLS)/bin/python -m pip" \
+		PYTHON313="$$(scripts/python313.sh || true)" \
+		$(SAM) build --template template.yaml --build-dir $(BUILD_DIR) --parameter-overrides Architecture=$(ARCH)
+	$(TOOLS)/bin/python scripts/stamp_architecture.py $(BUILD_DIR)/template.yaml $(ARCH)
+
+# `sam deploy --guided` on the build; README's Deploy section says what to answer. Scheduler names
+# are `<stack>-vacuum-analyze` (64 at most), so a stack name has at most 49 characters.
+STACK ?= pgkeeper
+MAX_STACK_NAME := 49
+deploy: tools
+	@test -f $(BUILD_DIR)/template.yaml || { echo "deploy: no build in $(BUILD_DIR): run make build first"; exit 2; }
+	@test $$(printf %s "$(STACK)" | wc -c) -le $(MAX_STACK_NAME) || { echo "deploy: stack name '$(STACK)' \
+	has $$(printf %s "$(STACK)" | wc -c) characters; at most $(MAX_STACK_NAME) (its schedules are named \
+	<stack>-vacuum-analyze, 64 at most)"; exit 2; }
+	$(SAM) deploy --guided --stack-name $(STACK) --template-file $(BUILD_DIR)/template.yaml
 
 demo: venv services
 	$(BIN)/python -m demo

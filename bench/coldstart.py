@@ -6,7 +6,14 @@ in template.yaml, a fresh `python -I` gets the function's sys.path and environme
 several runs) and which heavy modules (boto3, botocore's client machinery, aws_xray_sdk) were loaded. The baseline is
 what a handler would pay for `import boto3` alone, the usual first line of a hand-written one.
 
-Measured with the local Python (not the runtime's 3.13 on Graviton), so compare ratios, not values.
+The source-tree figures (`coldstart_ms`) use the local Python. `coldstart_ms_built` is what users
+deploy: the `make build` output for this machine's architecture, each function started as Lambda
+starts it (tests/runtime_api.py: read-only /var/task and /opt, CPython 3.13, awslambdaric), timed
+from process start to the runtime's first request for an event (Lambda's Init Duration), with the
+layer's precompiled bytecode and without it (`coldstart_ms_built_without_pyc`, the layer as it was
+shipped before). It includes the sandbox's own setup (`sandbox_ms`: the same start with a handler
+that imports nothing), which Lambda does not charge. Sizes are unzipped bytes per function (its
+code and layers), what counts against Lambda's 250 MB.
 """
 
 from __future__ import annotations
@@ -100,7 +107,82 @@ def main(quick: bool = False) -> dict:
                                for k, t in targets.items()},
         "baseline_import_boto3_ms": round(boto3_ms, 1),
         "ratio_to_boto3_import": {k: round(v / boto3_ms, 2) for k, v in coldstart.items()},
+        **built(quick),
     }
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def built(quick: bool = False) -> dict:
+    """Cold start and size of the built bundle under the runtime's Python, as Lambda starts it."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from build_steps import HOST_ARCH, SlowSteps, python313
+    from runtime_api import LambdaFunction, sandbox_problem
+
+    python = python313()
+    problem = sandbox_problem() or (None if python else "no CPython 3.13 (scripts/python313.sh)")
+    if problem:
+        return {"skipped": problem}
+    steps = SlowSteps()
+    try:
+        steps.start([HOST_ARCH, "runtime"])
+        build, runtime = steps.get(HOST_ARCH), steps.get("runtime")
+        without_pyc = steps.scratch("without-pyc") / "build"
+        shutil.copytree(build, without_pyc, symlinks=True)
+        for cache in list(without_pyc.rglob("__pycache__")):
+            shutil.rmtree(cache)
+        empty = steps.scratch("empty-handler") / "build"
+        shutil.copytree(build, empty, symlinks=True)
+        template = Template(build / "template.yaml")
+        for logical_id in template.function_ids():
+            (empty / logical_id / "app.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+
+        def start_ms(build_dir: Path, logical_id: str) -> float:
+            fn = LambdaFunction(build_dir, logical_id, python=python, runtime_dir=runtime,
+                                scratch=steps.scratch("bench"), env={})
+            fn.start()
+            try:
+                return fn.wait_ready() * 1000
+            finally:
+                fn.stop()
+
+        runs = 3 if quick else 9
+        ids = template.function_ids()
+        with_pyc: dict[str, list[float]] = {k: [] for k in ids}
+        no_pyc: dict[str, list[float]] = {k: [] for k in ids}
+        sandbox: list[float] = []
+        for _ in range(runs):  # interleaved, so other load hits every variant alike
+            for logical_id in ids:
+                with_pyc[logical_id].append(start_ms(build, logical_id))
+                no_pyc[logical_id].append(start_ms(without_pyc, logical_id))
+            sandbox.append(start_ms(empty, ids[0]))
+        sizes = {}
+        for logical_id in ids:
+            fn = template.function(logical_id)
+            sizes[logical_id] = _du(fn.code_dir) + sum(_du(layer.content_dir) for layer in fn.layers
+                                                       if layer.content_dir is not None)
+        median = {k: round(statistics.median(v), 1) for k, v in with_pyc.items()}
+        median_no = {k: round(statistics.median(v), 1) for k, v in no_pyc.items()}
+        for logical_id in ids:
+            print(f"coldstart (built, 3.13): {logical_id}: {median[logical_id]} ms with .pyc, "
+                  f"{median_no[logical_id]} ms without; {sizes[logical_id] / 1e6:.1f} MB unzipped", file=sys.stderr)
+        return {
+            "architecture": HOST_ARCH,
+            "python_built": subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                                           capture_output=True, text=True).stdout.strip(),
+            "runs_built": runs,
+            "coldstart_ms_built": median,
+            "coldstart_ms_built_without_pyc": median_no,
+            "pyc_speedup": {k: round(median_no[k] / median[k], 2) for k in ids},
+            "sandbox_ms": round(statistics.median(sandbox), 1),
+            "unzipped_bytes": sizes,
+        }
+    finally:
+        steps.stop()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -324,15 +325,112 @@ def lambda_context() -> Callable[..., object]:
 
 
 
+
+# --- the built bundle: `make build`, the runtime's packages, functions run as Lambda lays them out ---
+
+BUILD_FIXTURES = {"build", "lambda_runtime", "lambda_function"}
+
+
+def _slow_steps_of(items: list[pytest.Item]) -> list[str]:
+    """The builds (by architecture) and the runtime install the selected tests ask for."""
+    from build_steps import HOST_ARCH, python313
+
+    steps: list[str] = []
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "build" in names and hasattr(item, "callspec") and "arch" in item.callspec.params:
+            steps.append(item.callspec.params["arch"])
+        if names & {"lambda_runtime", "lambda_function"} and python313() is not None:
+            steps += [HOST_ARCH, "runtime"]
+    return steps
+
+
+@pytest.fixture(scope="session")
+def slow_steps(request: pytest.FixtureRequest) -> Iterator[Any]:
+    from build_steps import SAM, SlowSteps
+
+    if not SAM.exists():
+        pytest.skip("the SAM tools venv is missing: run `make tools` (make test does)")
+    steps = SlowSteps()
+    steps.start(_slow_steps_of(request.session.items))
+    yield steps
+    steps.stop()
+
+
+@pytest.fixture(scope="session")
+def build(slow_steps: Any) -> Callable[[str], Path]:
+    """`build(arch)`: the output of `make build ARCH=arch` into a scratch dir, once per session."""
+    return slow_steps.get
+
+
+@pytest.fixture(scope="session")
+def lambda_runtime(slow_steps: Any) -> Callable[[], Path]:
+    """A directory holding what Lambda's python3.13 image has besides the stdlib (boto3, awslambdaric)."""
+    return lambda: slow_steps.get("runtime")
+
+
+@pytest.fixture(scope="session")
+def lambda_bundle(slow_steps: Any, build: Callable[[str], Path], lambda_runtime: Callable[[], Path],
+                  moto_server: str) -> dict[str, Any]:
+    """What `lambda_function` starts from: this machine's architecture's build, the runtime's
+    packages, a CPython 3.13. Fails (never skips) without 3.13: this tier is what ships."""
+    from build_steps import HOST_ARCH, python313
+    from runtime_api import sandbox_problem
+
+    python = python313()
+    if python is None:
+        pytest.fail("no CPython 3.13 (the Lambda runtime's version): run scripts/python313.sh, "
+                    "or set PGKEEPER_PYTHON313 to one")
+    problem = sandbox_problem()
+    if problem:
+        pytest.skip(problem)
+    return {"build_dir": build(HOST_ARCH), "runtime_dir": lambda_runtime(), "python": python,
+            "scratch": slow_steps.scratch("lambda")}
+
+
+@pytest.fixture()
+def lambda_function(lambda_bundle: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """`lambda_function(logical_id, env={...})`: a started `runtime_api.LambdaFunction`, the built
+    function as Lambda runs it (read-only /var/task and /opt, writable /tmp only, CPython 3.13,
+    awslambdaric). Shut down when the test ends."""
+    from runtime_api import LambdaFunction
+
+    started: list[LambdaFunction] = []
+
+    def start(logical_id: str, env: dict[str, str] | None = None) -> LambdaFunction:
+        fn = LambdaFunction(lambda_bundle["build_dir"], logical_id, python=lambda_bundle["python"],
+                            runtime_dir=lambda_bundle["runtime_dir"], scratch=lambda_bundle["scratch"], env=env or {})
+        started.append(fn)
+        fn.start()
+        return fn
+
+    yield start
+    for fn in started:
+        fn.stop()
+
 BUILD_GROUP = "layer-builds"
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`make test` runs two workers), the tests sharing `sam build`s (one module
     fixture) run on one worker, and first: the builds take the longest and start at their first test,
     so they run while the other worker takes the rest of the suite."""
-    builds = [item for item in items if {"build", "lambda_runtime"} & set(getattr(item, "fixturenames", ()))]
+    builds = [item for item in items if BUILD_FIXTURES & set(getattr(item, "fixturenames", ()))]
     for item in builds:
         item.add_marker(pytest.mark.xdist_group(BUILD_GROUP))
     chosen = set(map(id, builds))
     items[:] = builds + [item for item in items if id(item) not in chosen]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The groups must hold: a pytest/pytest-xdist pair whose loadgroup does not tag node ids
+    (`<id>@<group>`) would spread a group over workers, building twice and racing on the xid counter."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    untagged = [item.nodeid for item in session.items
+                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if untagged:
+        raise pytest.UsageError(f"pytest-xdist's loadgroup did not tag {untagged[0]} with its group: "
+                                "this pytest and pytest-xdist do not work together (see pyproject.toml)")

@@ -268,9 +268,9 @@ def test_every_event_file_has_a_row():
     assert covered - files == set(), "rows name event files that do not exist"
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.event for r in ROWS])
-def test_event_file_runs_end_to_end(row: Row, seeded: str, tmp_path: Path, request: pytest.FixtureRequest):
-    env: dict[str, Any] = {"Parameters": {"DATABASE_URL": seeded, **row.env}}
+def _row_env(row: Row, seeded: str, request: pytest.FixtureRequest) -> tuple[dict[str, str], str | None]:
+    """The function's variables for this row (over the template's), and its bucket when it needs S3."""
+    variables = {"DATABASE_URL": seeded, **row.env}
     bucket = None
     if row.needs_s3:
         request.getfixturevalue("aws")
@@ -278,19 +278,44 @@ def test_event_file_runs_end_to_end(row: Row, seeded: str, tmp_path: Path, reque
 
         bucket = "pgkeeper-e2e-backups"
         boto3.client("s3").create_bucket(Bucket=bucket)
-        env[row.function] = {"PGKEEPER_BACKUP_BUCKET": bucket}
+        variables["PGKEEPER_BACKUP_BUCKET"] = bucket
+    return variables, bucket
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.event for r in ROWS])
+def test_event_file_runs_end_to_end(row: Row, seeded: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """`pgkeeper invoke` (what a developer runs: the source tree, this machine's Python)."""
+    variables, bucket = _row_env(row, seeded, request)
     env_file = tmp_path / "env.json"
-    env_file.write_text(json.dumps(env))
+    env_file.write_text(json.dumps({"Parameters": variables}))
     with psycopg.connect(seeded, autocommit=True) as conn:
         if row.prepare:
             row.prepare(conn)
         proc = invoke(row.function, EVENTS / row.event, env_file)
         assert proc.returncode == 0, f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
-        result = json.loads(proc.stdout)
-        if row.status is not None:
-            assert (result["job"], result["status"]) == (row.job, row.status), result
-            assert result["report"]["status"] == row.status
-        row.check(conn, {**result, "_bucket": bucket})
+        _check(row, conn, json.loads(proc.stdout), bucket)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.event for r in ROWS])
+def test_event_file_runs_in_the_built_bundle_as_lambda_runs_it(row: Row, seeded: str, request: pytest.FixtureRequest,
+                                                                 lambda_function: Callable[..., Any]):
+    """What users deploy: the `make build` output under CPython 3.13 and awslambdaric, read-only
+    /var/task and /opt, writable /tmp only (tests/runtime_api.py). Same events, same checks."""
+    variables, bucket = _row_env(row, seeded, request)
+    fn = lambda_function(row.function, env=variables)
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        if row.prepare:
+            row.prepare(conn)
+        answer = fn.invoke(json.loads((EVENTS / row.event).read_text()))
+        assert answer.kind == "response", f"{answer.body[-2000:]!r}\n{fn.log()[-4000:]}"
+        _check(row, conn, answer.result(), bucket)
+
+
+def _check(row: Row, conn: Conn, result: dict, bucket: str | None) -> None:
+    if row.status is not None:
+        assert (result["job"], result["status"]) == (row.job, row.status), result
+        assert result["report"]["status"] == row.status
+    row.check(conn, {**result, "_bucket": bucket})
 
 
 def test_unknown_function_is_one_clear_line_listing_the_functions():

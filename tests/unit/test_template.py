@@ -8,19 +8,14 @@ The layer build test runs the real `make build` and reads the wheels it produced
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from build_steps import HOST_ARCH, python313
 
 from pgkeeper.events import parse_event
 from pgkeeper.local.template import Template, load_template
@@ -29,16 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 JOBS = {"RefreshFunction": "refresh", "CleanupFunction": "cleanup", "VacuumFunction": "vacuum",
         "BackupFunction": "backup"}
-
-
-@pytest.fixture(scope="module")
-def raw() -> dict:
-    return load_template(TEMPLATE)
-
-
-@pytest.fixture(scope="module")
-def template() -> Template:
-    return Template(TEMPLATE)
 
 
 def resources(raw: dict, type_: str) -> dict[str, dict]:
@@ -317,106 +302,22 @@ ELF_MACHINE = {"arm64": 183, "x86_64": 62}  # e_machine: EM_AARCH64, EM_X86_64
 MACHINE = {"arm64": "aarch64", "x86_64": "x86_64"}
 
 
+def _elf_sections(path: Path) -> set[str]:
+    """The section names of a 64-bit little-endian ELF file (both Lambda architectures')."""
+    data = path.read_bytes()
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    shentsize, shnum, shstrndx = (int.from_bytes(data[i:i + 2], "little") for i in (0x3A, 0x3C, 0x3E))
+    headers = [data[shoff + i * shentsize:shoff + (i + 1) * shentsize] for i in range(shnum)]
+    strtab = headers[shstrndx]
+    names_at = int.from_bytes(strtab[0x18:0x20], "little")
+    names = data[names_at:names_at + int.from_bytes(strtab[0x20:0x28], "little")]
+    return {names[int.from_bytes(h[:4], "little"):].split(b"\0", 1)[0].decode() for h in headers}
+
+
 def _elf_machine(path: Path) -> int:
     head = path.read_bytes()[:20]
     assert head[:4] == b"\x7fELF", path
     return int.from_bytes(head[18:20], "little")
-
-
-class SlowSteps:
-    """`make build ARCH=...` once per architecture, and the pip install of what Lambda's python3.13
-    image has besides the stdlib (boto3), each a process of its own, all running side by side.
-
-    Each is a mostly single-threaded process (sam, pip unpacking wheels): one after another they
-    took ~22 s, side by side ~11 s on two cores. The first test asking for a step starts every step
-    the selected tests need; each test then waits for its own. The builds are the same `make build`
-    into scratch directories as before; only when they run changes."""
-
-    def __init__(self) -> None:
-        self._root: Path | None = None
-        self._running: dict[str, tuple[subprocess.Popen, Path, Any]] = {}
-        self._wanted: list[str] = []
-
-    def start(self, steps: list[str]) -> None:
-        self._wanted = list(dict.fromkeys([*self._wanted, *steps]))
-        for step in self._wanted:
-            self._spawn(step)
-
-    def _spawn(self, step: str) -> None:
-        if step in self._running:
-            return
-        if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="pgk-slow-steps-"))
-        out = self._root / step
-        out.mkdir()
-        if step == "runtime":
-            result = out / "runtime"
-            cmd = [str(ROOT / ".venv/bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                   "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.13",
-                   "--platform", "manylinux2014_x86_64", "--target", str(result), "boto3"]
-        else:
-            result = out / "build"
-            cmd = ["make", "--no-print-directory", "build", f"ARCH={step}", f"BUILD_DIR={result}"]
-        log = (out / "output.log").open("w+b")
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._running[step] = (proc, result, log)
-
-    def get(self, step: str) -> Path:
-        """The step's result (a build dir, or the runtime's site dir) once its process succeeded."""
-        self.start([step])
-        proc, result, log = self._running[step]
-        returncode = proc.wait(timeout=600)
-        log.seek(0)
-        output = log.read().decode(errors="replace")
-        assert returncode == 0, f"{' '.join(map(str, proc.args))}: {output[-6000:]}"
-        return result
-
-    def stop(self) -> None:
-        """Ends what still runs (the tests stopped early) and removes the scratch directories."""
-        for proc, _, log in self._running.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait()
-            log.close()
-        self._running.clear()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
-
-
-def _slow_steps_of(items: list[pytest.Item]) -> list[str]:
-    """The builds (by architecture) and the runtime install the selected tests of this module ask for."""
-    steps: list[str] = []
-    for item in items:
-        names = getattr(item, "fixturenames", ())
-        if "build" in names and hasattr(item, "callspec") and "arch" in item.callspec.params:
-            steps.append(item.callspec.params["arch"])
-        if "lambda_runtime" in names and _python313() is not None:
-            steps += ["x86_64", "runtime"]  # the import test loads the x86_64 build on this machine
-    return steps
-
-
-@pytest.fixture(scope="module")
-def slow_steps(request) -> Iterator[SlowSteps]:
-    if not SAM.exists():
-        pytest.skip("the SAM tools venv is missing: run `make tools` (make test does)")
-    steps = SlowSteps()
-    steps.start(_slow_steps_of(request.session.items))
-    yield steps
-    steps.stop()
-
-
-@pytest.fixture(scope="module")
-def build(slow_steps: SlowSteps) -> Callable[[str], Path]:
-    """`make build ARCH=...` into a scratch dir, once per architecture for this module."""
-    return slow_steps.get
-
-
-@pytest.fixture(scope="module")
-def lambda_runtime(slow_steps: SlowSteps) -> Callable[[], Path]:
-    """A directory standing in for what Lambda's python3.13 image has besides the stdlib (boto3)."""
-    return lambda: slow_steps.get("runtime")
 
 
 @pytest.mark.slow
@@ -429,7 +330,11 @@ def test_make_build_produces_a_layer_whose_compiled_wheels_match_runtime_and_arc
     assert (site / "pgkeeper" / "sql" / "001_runs.sql").is_file()
     assert not (site / "pgkeeper" / "local").exists() and not (site / "pgkeeper" / "cli").exists(), \
         "the developer tools (pgkeeper invoke/serve, the CLI) do not belong in /opt"
-    assert not list(site.rglob("__pycache__")), "bytecode of the build machine's Python is dead weight"
+    _assert_bytecode_is_the_runtimes_and_never_checked(site, py)
+    assert json.loads((site / "pgkeeper" / "BUILD.json").read_text()) == {"architecture": arch, "python": "3.13"}
+    assert not list(site.glob("zstandard/*cffi*")), "zstandard's cffi backend is never loaded"
+    if arch == HOST_ARCH or shutil.which("llvm-strip"):
+        assert [lib for lib in site.rglob("*.so*") if ".debug_info" in _elf_sections(lib)] == []
     assert not list(site.glob("boto3*")), "boto3 comes with the runtime; the layer must not carry it"
 
     extensions = [p for p in site.rglob("*.so") if ".libs" not in p.parent.name]
@@ -450,24 +355,33 @@ def test_make_build_produces_a_layer_whose_compiled_wheels_match_runtime_and_arc
             assert platform_tag.endswith(MACHINE[arch]) and "manylinux" in platform_tag, (wheel, tag)
 
     built = load_template(build_dir / "template.yaml")
+    # A plain `sam deploy` of this build can only create functions of the architecture it was built for.
+    assert built["Parameters"]["Architecture"]["Default"] == arch
+    assert built["Parameters"]["Architecture"]["AllowedValues"] == [arch]
     for logical_id in JOBS:
         assert (build_dir / logical_id / "app.py").is_file()
     assert built["Resources"]["CommonLayer"]["Properties"]["ContentUri"] == "CommonLayer"
 
 
-def _python313() -> str | None:
-    found = shutil.which("python3.13")
-    if found and subprocess.run([found, "-V"], capture_output=True).returncode == 0:
-        return found
-    candidates = sorted(Path.home().glob(".pyenv/versions/3.13*/bin/python3.13"))
-    return str(candidates[-1]) if candidates else None
+def _assert_bytecode_is_the_runtimes_and_never_checked(site: Path, py: str) -> None:
+    """Every module has CPython 3.13 bytecode, hash-based and unchecked: SAM zips files with a 1980
+    timestamp (timestamp-checked .pyc would be stale at every cold start) and /opt is read-only."""
+    if python313() is None:
+        pytest.fail("the build needs a CPython 3.13 to precompile the layer: run scripts/python313.sh")
+    sources = [p for p in site.rglob("*.py") if "__pycache__" not in p.parts]
+    missing = [p for p in sources if not (p.parent / "__pycache__" / f"{p.stem}.cpython-{py}.pyc").is_file()]
+    assert missing == [], f"{len(missing)} modules without bytecode, e.g. {missing[:3]}"
+    foreign = [p for p in site.rglob("*.pyc") if not p.name.endswith(f".cpython-{py}.pyc")]
+    assert foreign == [], foreign[:3]
+    checked = [p for p in site.rglob("*.pyc") if int.from_bytes(p.read_bytes()[4:8], "little") != 0b01]
+    assert checked == [], f"not unchecked-hash bytecode: {checked[:3]}"
 
 
 @pytest.mark.slow
 def test_built_handlers_import_under_python_3_13_from_the_layer_alone(build, lambda_runtime):
     """The proof the layer is complete: the runtime's Python imports each built handler from the
     function dir and the layer, with nothing else but what the Lambda runtime ships (boto3)."""
-    python = _python313()
+    python = python313()
     if python is None:
         pytest.skip("needs a Python 3.13 interpreter (the Lambda runtime's version) on this machine")
     build_dir = build("x86_64")  # this machine's architecture, so the wheels can load
@@ -477,3 +391,17 @@ def test_built_handlers_import_under_python_3_13_from_the_layer_alone(build, lam
         paths = [str(build_dir / logical_id), str(build_dir / "CommonLayer/python"), str(runtime)]
         run = subprocess.run([python, "-I", "-c", code, *paths], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, f"{logical_id} under {python}: {run.stderr[-2000:]}"
+
+
+def test_a_layer_built_for_the_other_architecture_fails_the_cold_start_in_one_line(tmp_path, monkeypatch):
+    import pgkeeper
+    from pgkeeper.errors import ConfigError
+
+    monkeypatch.setattr(pgkeeper, "BUILD_FILE", tmp_path / "BUILD.json")
+    pgkeeper.check_build(machine="aarch64")  # no BUILD.json (the source tree): nothing to check
+    (tmp_path / "BUILD.json").write_text('{"architecture": "x86_64", "python": "3.13"}')
+    pgkeeper.check_build(machine="x86_64")
+    with pytest.raises(ConfigError) as err:
+        pgkeeper.check_build(machine="aarch64")
+    assert str(err.value) == ("this layer was built for x86_64 but the function runs on arm64: deploy the build "
+                              "with Architecture=x86_64 (the built template's only choice), or `make build ARCH=arm64`")

@@ -15,9 +15,9 @@ def _secrets_client() -> Any:
     # boto3 costs ~150 ms to import: only jobs that read a secret pay for it.
     global _client
     if _client is None:
-        import boto3
+        from .aws import client
 
-        _client = boto3.client("secretsmanager")
+        _client = client("secretsmanager")
     return _client
 
 
@@ -33,8 +33,10 @@ def get_secret(arn: str, *, ttl_s: float = 300.0, force: bool = False) -> str:
     try:
         resp = _secrets_client().get_secret_value(SecretId=arn)
     except Exception as exc:  # botocore raises many unrelated classes; all mean "cannot read it"
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        raise ConfigError(f"cannot read secret {arn}: {code}") from exc
+        from .aws import unreachable
+
+        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
+        raise ConfigError(f"cannot read secret {arn}: {unreachable(exc, 'secretsmanager') or code}") from exc
     value = resp.get("SecretString")
     if value is None:
         raise ConfigError(f"secret {arn} has no SecretString (binary secrets are not supported)")

@@ -322,11 +322,11 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
             problems.append(f"backup: {exc}")
     if bucket is not None:
         # The bucket the run uploads to must answer HeadBucket (exists, and these credentials reach it).
-        import boto3
-        from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        s3 = boto3.client("s3", config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10))
+        from ..aws import client, unreachable
+
+        s3 = client("s3", attempts=1)
         try:
             s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
@@ -335,7 +335,8 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
                    "403": "is not accessible with these credentials (403)"}.get(code, f"answered {code}")
             problems.append(f"backup: bucket {bucket} {why}")
         except BotoCoreError as exc:
-            problems.append(f"backup: bucket {bucket} cannot be reached: {first_line(exc)}")
+            why = unreachable(exc, "s3") or f"cannot be reached: {first_line(exc)}"
+            problems.append(f"backup: bucket {bucket}: {why}")
     for schema in bp.exclude_schemas:
         if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
             problems.append(f"backup.exclude_schemas: schema {schema!r} does not exist")

@@ -45,15 +45,10 @@ class Orphan:
 
 def s3_client(*, concurrency: int = 4) -> Any:
     """An S3 client for one run (AWS_ENDPOINT_URL is honoured: moto, MinIO, LocalStack)."""
-    import boto3
-    from botocore.config import Config
+    from ..aws import client
 
-    return boto3.client("s3", config=Config(
-        retries={"mode": "standard"},
-        max_pool_connections=concurrency + 4,
-        connect_timeout=10,
-        read_timeout=120,
-    ))
+    # A part upload may legitimately take long to answer; the connect stays short (aws.py says why).
+    return client("s3", read_timeout_s=120, attempts=3, max_pool_connections=concurrency + 4)
 
 
 class DeferredClient:

@@ -38,13 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def env_file_values(path: str | None) -> dict[str, str]:
     """The variables of an env-vars file: `Parameters` first, then every function's section."""
-    from ..local.invoke import _stringify, read_env_vars
+    from ..local.invoke import read_env_vars, stringify
 
     data = read_env_vars(path)
-    values = {k: _stringify(v) for k, v in data.get("Parameters", {}).items()}
+    values = {k: stringify(v) for k, v in data.get("Parameters", {}).items()}
     for section, variables in data.items():
         if section != "Parameters":
-            values.update({k: _stringify(v) for k, v in variables.items()})
+            values.update({k: stringify(v) for k, v in variables.items()})
     return values
 
 

@@ -15,12 +15,19 @@ from ..secrets import get_secret, secret_object
 _NEON_POOLER = re.compile(r"^(ep-[a-z0-9-]+?)-pooler(\..+)$")
 
 
+HOST_ENV = "PGKEEPER_DATABASE_HOST"
+PORT_ENV = "PGKEEPER_DATABASE_PORT"
+NAME_ENV = "PGKEEPER_DATABASE_NAME"
+"""The template's DatabaseHost/DatabasePort/DatabaseName: where an RDS JSON secret's fields are
+missing (an RDS-managed master secret holds only {username, password}) or must be overridden."""
+
+
 def resolve_url(settings: DatabaseSettings, *, fresh: bool = False) -> str:
     """The URL from the secret named by `secret_arn_env`, else from `url_env`; else a clear error.
     `fresh`: read the secret now, not from the cache (after a rotation)."""
     arn = os.environ.get(settings.secret_arn_env, "").strip()
     if arn:
-        return url_from_secret(get_secret(arn, force=fresh), arn)
+        return url_from_secret(get_secret(arn, force=fresh), arn, settings)
     url = os.environ.get(settings.url_env, "").strip()
     if url:
         return url
@@ -30,8 +37,14 @@ def resolve_url(settings: DatabaseSettings, *, fresh: bool = False) -> str:
     )
 
 
-def url_from_secret(value: str, arn: str = "secret") -> str:
-    """A secret holds a URL, or the JSON shape RDS writes ({host, port, username, password, dbname})."""
+def url_from_secret(value: str, arn: str = "secret", settings: DatabaseSettings | None = None) -> str:
+    """A secret holds a URL, or the JSON shapes RDS writes.
+
+    RDS's shapes differ: a Secrets Manager "credentials for RDS" secret has {host, port, username,
+    password, engine, dbInstanceIdentifier} and may lack dbname (the instance's name is not a
+    database's); an RDS-managed master secret has only {username, password}. What the secret lacks
+    comes from the deployment (PGKEEPER_DATABASE_HOST/PORT/NAME, the template's DatabaseHost/Port/
+    Name) or the plan (database.host/port/name); those win over the secret's fields when set."""
     value = value.strip()
     if value.startswith(("postgres://", "postgresql://")):
         return value
@@ -39,13 +52,28 @@ def url_from_secret(value: str, arn: str = "secret") -> str:
     for key in ("url", "DATABASE_URL", "database_url"):
         if isinstance(data.get(key), str):
             return data[key]
-    missing = [k for k in ("host", "username", "password") if not data.get(k)]
+    settings = settings or DatabaseSettings()
+    missing = [k for k in ("username", "password") if not data.get(k)]
     if missing:
         raise ConfigError(f"{arn}: RDS-style secret lacks {', '.join(missing)}")
+
+    def setting(env: str, field: str, key: str) -> str | None:
+        chosen = os.environ.get(env, "").strip() or getattr(settings, field) or data.get(key)
+        return None if chosen in (None, "") else str(chosen)
+
+    host = setting(HOST_ENV, "host", "host")
+    if host is None:
+        raise ConfigError(f"{arn} holds no host (an RDS-managed secret has only the user and password): "
+                          f"set the DatabaseHost parameter ({HOST_ENV}) or database.host in the plan "
+                          "to the instance's endpoint")
+    name = setting(NAME_ENV, "name", "dbname")
+    if name is None:
+        raise ConfigError(f"{arn} names no database (dbInstanceIdentifier is the instance, not a database): "
+                          f"set the DatabaseName parameter ({NAME_ENV}) or database.name in the plan")
+    port = setting(PORT_ENV, "port", "port") or "5432"
     user = quote(str(data["username"]), safe="")
     pw = quote(str(data["password"]), safe="")
-    db = quote(str(data.get("dbname") or data.get("dbInstanceIdentifier") or "postgres"), safe="")
-    return f"postgresql://{user}:{pw}@{data['host']}:{data.get('port', 5432)}/{db}"
+    return f"postgresql://{user}:{pw}@{host}:{port}/{quote(name, safe='')}"
 
 
 def direct_host(host: str) -> str:

@@ -104,7 +104,7 @@ def read_env_vars(path: str | None) -> dict[str, dict[str, Any]]:
     return data
 
 
-def _stringify(value: Any) -> str:
+def stringify(value: Any) -> str:
     """Lambda takes strings only; SAM turns unresolved intrinsics, lists and None into ""."""
     if value is UNRESOLVED or value is None or isinstance(value, (dict, list, tuple)):
         return ""
@@ -152,7 +152,7 @@ def function_env(fn: FunctionConfig, env_vars: dict[str, dict[str, Any]], shell:
             value = overrides[name]
         elif name in shell:
             value = shell[name]
-        text = _stringify(value)
+        text = stringify(value)
         if text.startswith("/opt/"):
             text, note = map_opt_path(fn, name, text)
             if note:

@@ -13,6 +13,9 @@ class DatabaseSettings(Model):
         "PGKEEPER_DATABASE_SECRET_ARN",
         description="env var holding a Secrets Manager ARN (URL string or RDS JSON); wins over url_env",
     )
+    host: str | None = Field(None, description="host for an RDS JSON secret without one (or overriding its)")
+    port: int | None = Field(None, ge=1, le=65535, description="port for an RDS JSON secret (default 5432)")
+    name: str | None = Field(None, description="database for an RDS JSON secret without dbname (or overriding it)")
     connect_timeout_s: int = Field(10, ge=1, le=120)
     statement_timeout_s: int = Field(300, ge=1)
     lock_timeout_ms: int = Field(3000, ge=1)

@@ -32,14 +32,17 @@ class LambdaInvoker:
 
         try:
             if self._client is None:
-                import boto3
+                from ..aws import client
 
-                self._client = boto3.client("lambda")
+                self._client = client("lambda", attempts=1)  # a retried Invoke could start the job twice
             resp = self._client.invoke(FunctionName=function_name, InvocationType="Event",
                                        Payload=json.dumps(payload).encode())
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            raise DispatchError(f"cannot invoke {function_name} asynchronously: {code}") from exc
+            from ..aws import unreachable
+
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
+            raise DispatchError(f"cannot invoke {function_name} asynchronously: "
+                                f"{unreachable(exc, 'lambda') or code}") from exc
         if resp.get("StatusCode") != 202:
             raise DispatchError(f"asynchronous invoke of {function_name} answered {resp.get('StatusCode')}")
 
