@@ -14,6 +14,7 @@ boto3 and comes back as the function's next invocation.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -188,7 +189,8 @@ class LambdaFunction:
     def _opt(self) -> Path:
         """The function's layers merged in order into one directory, as Lambda extracts them into /opt;
         made once per set of layers (it is mounted read-only, so functions can share it)."""
-        opt = self.shared / ("opt-" + "+".join(layer.logical_id for layer in self.fn.layers))
+        sources = "\n".join(str(layer.content_dir) for layer in self.fn.layers)  # these builds' layers, in order
+        opt = self.shared / f"opt-{hashlib.sha256(sources.encode()).hexdigest()[:16]}"
         if opt.is_dir():
             return opt
         staging = self.shared / f".staging-{uuid.uuid4().hex}"
