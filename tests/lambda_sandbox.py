@@ -65,7 +65,9 @@ def main() -> None:
         sys.exit(f"lambda_sandbox: {path} is writable; Lambda's is not")
     os.chdir("/var/task")
     python = spec["python"]
-    os.execve(python, [python, "-m", "awslambdaric", spec["handler"]], spec["env"])
+    # -S: this interpreter's own site-packages are not Lambda's (/var/runtime stands for those), so
+    # a package the layer lacks cannot be found there by accident.
+    os.execve(python, [python, "-S", "-m", "awslambdaric", spec["handler"]], spec["env"])
 
 
 if __name__ == "__main__":
