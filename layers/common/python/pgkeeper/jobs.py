@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 from .budget import Budget
 from .db import Database
+from .metric_names import AlarmWindow
 from .plan import Plan
 
 
@@ -117,6 +118,10 @@ class JobSpec:
     preflight: Callable[[Plan, Any, psycopg.Connection], None] | None = None
     """Check the caller's options against the plan (and the catalog) before anything is recorded:
     raises EventError, so a typo is a 400 with no run row, no lock and no JobFailed metric."""
+    alarm_window: Callable[[Any], AlarmWindow | None] | None = None
+    """Which silence window a run with these options proves alive when it succeeds (it emits
+    metric_names.WORK_PROVEN and pings the window's heartbeat); None when it proves none (a dry run,
+    a run of a few chosen tables)."""
 
 
 def all_jobs() -> dict[str, JobSpec]:

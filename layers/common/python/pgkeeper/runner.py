@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import psycopg
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import ValidationError
 
+from . import heartbeat
 from .budget import Budget
 from .config import get_plan
 from .db import Database, locks, runs
@@ -19,6 +20,7 @@ from .errors import EventError, JobFailedError, PgkeeperError, first_line
 from .events import JobEvent
 from .jobs import JobContext, JobReport, JobSpec, as_dict
 from .log import logger, metrics
+from .metric_names import NAMESPACE, SERVICE, WORK_PROVEN, AlarmWindow
 from .plan import Plan, format_errors
 
 # The statuses a job may report, each with its metric; `skipped` is the runner's alone (lock held).
@@ -73,15 +75,23 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
             if current is not None:
                 return _already(spec, run_id, current)
             logger.info("job started", extra={"database": db.where, "options": opts_json})
+            window = spec.alarm_window(options) if spec.alarm_window else None
+            beat = heartbeat.for_window(plan.heartbeat, window)
+            if beat:
+                beat.ping("start", seconds_left=budget.seconds_to_end())
             ctx = JobContext(plan=plan, db=db, budget=budget, options=options, run_id=run_id,
                              trigger=request.trigger)
             try:
                 report = as_dict(spec.run(ctx))
             except PgkeeperError as exc:
+                if beat:
+                    beat.ping("fail", _describe(exc), seconds_left=budget.seconds_to_end())
                 _record_failure(db, run_id, exc)
                 _count("JobFailed", spec.name)
                 raise
             except Exception as exc:
+                if beat:
+                    beat.ping("fail", _describe(exc), seconds_left=budget.seconds_to_end())
                 _record_failure(db, run_id, exc)
                 _count("JobFailed", spec.name)
                 raise JobFailedError(f"{spec.name} failed: {_describe(exc)}", run_id=run_id) from exc
@@ -96,8 +106,20 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
             db.on_main(lambda c: runs.finish(c, run_id, "failed", report, error=message))
             _count("JobFailed", spec.name)
             raise JobFailedError(message, report=report, run_id=run_id) from None
-        db.on_main(lambda c: runs.finish(c, run_id, status, report))
+        proven = window if status == "succeeded" else None
+        if proven is not None:
+            report["alarm_window"] = proven
+        if beat:
+            if status == "succeeded":
+                beat.ping("success", str(report.get("summary") or f"{spec.name} succeeded"),
+                          seconds_left=budget.seconds_to_end())
+            else:
+                beat.ping("fail", _failure_summary(spec.name, report), seconds_left=budget.seconds_to_end())
+            report["heartbeat"] = beat.outcomes
+        db.on_main(lambda c: runs.finish(c, run_id, status, report, alarm_window=proven))
         _count(_OUTCOME_METRICS[status], spec.name)
+        if proven is not None:
+            _prove(proven)
         logger.info(f"job {status}", extra={"report": report})
         _prune(db, plan.database.run_history_days)
         if status == "failed":
@@ -143,6 +165,14 @@ def _failure_summary(job: str, report: dict) -> str:
     run did as a whole comes first, when the job says it, then what went wrong."""
     head = "; ".join(str(e) for e in [report.get("summary"), *(report.get("errors") or [])[:3]] if e)
     return f"{job} failed" + (f": {head}" if head else "")
+
+
+def _prove(window: AlarmWindow) -> None:
+    """The dead-man's switch's heartbeat: its own metric (dimensions window, service), not the job's
+    dimension set, so the weekly VACUUM and the hourly ANALYZE of one function are told apart."""
+    with single_metric(name=WORK_PROVEN, unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
+                       default_dimensions={"service": SERVICE}) as metric:
+        metric.add_dimension(name="window", value=window)
 
 
 def _count(name: str, job: str) -> None:

@@ -28,6 +28,7 @@ from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
 from ..jobs import JobContext, JobSpec, Options, SparseReport
 from ..log import logger, metrics
+from ..metric_names import AlarmWindow
 from ..plan import Plan
 from ..plan.base import split_name
 from . import manifest as mf
@@ -356,4 +357,11 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     return problems
 
 
-JOB = JobSpec(name="backup", options=BackupOptions, run=run, long_running=True, check=check)
+def alarm_window(opts: BackupOptions) -> AlarmWindow | None:
+    """A succeeded backup is uploaded and verified (the manifest is written last): it proves the
+    backup window alive, whatever triggered it; a dry run uploads nothing."""
+    return None if opts.dry_run else "backup"
+
+
+JOB = JobSpec(name="backup", options=BackupOptions, run=run, long_running=True, check=check,
+              alarm_window=alarm_window)

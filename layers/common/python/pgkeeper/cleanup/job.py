@@ -21,6 +21,7 @@ from ..db import bound
 from ..errors import EventError, first_line
 from ..jobs import JobContext, JobOutcome, JobSpec, Options, SparseReport
 from ..log import logger, metrics
+from ..metric_names import AlarmWindow
 from ..plan import Plan
 from ..plan.cleanup import CleanupPlan, CleanupTarget
 from . import estimate, functions, predicate
@@ -294,4 +295,10 @@ def _rail_check(conn: psycopg.Connection, cp: CleanupPlan, target: TableTarget) 
                   f"the safety rail allows {allowed}")
 
 
-JOB = JobSpec(name="cleanup", options=CleanupOptions, run=run, check=check, preflight=preflight)
+def alarm_window(opts: CleanupOptions) -> AlarmWindow | None:
+    """A cleanup of every target proves the cleanup schedule alive; a dry run or a chosen few do not."""
+    return None if opts.dry_run or opts.targets else "cleanup"
+
+
+JOB = JobSpec(name="cleanup", options=CleanupOptions, run=run, check=check, preflight=preflight,
+              alarm_window=alarm_window)

@@ -218,12 +218,13 @@ def start(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request
 
 
 def finish(conn: psycopg.Connection, run_id: str, status: RunStatus | str, report: dict[str, Any] | None,
-           error: str | None = None) -> None:
-    """The run's end, as it really happened (even after the sweep marked it lost)."""
+           error: str | None = None, alarm_window: str | None = None) -> None:
+    """The run's end, as it really happened (even after the sweep marked it lost), and the silence
+    window it proved alive, if any."""
     conn.execute(
         "UPDATE pgkeeper.runs SET status = %s, finished_at = pg_catalog.clock_timestamp(), "
-        "report = %s, error = %s WHERE run_id = %s",
-        [str(status), Jsonb(_jsonable(report)) if report is not None else None, error, run_id],
+        "report = %s, error = %s, alarm_window = %s WHERE run_id = %s",
+        [str(status), Jsonb(_jsonable(report)) if report is not None else None, error, alarm_window, run_id],
     )
 
 

@@ -18,6 +18,7 @@ from .base import Model
 from .cache import CachePlan
 from .cleanup import CleanupPlan
 from .database import DatabaseSettings
+from .heartbeat import HeartbeatPlan
 from .refresh import RefreshPlan, ViewSpec
 from .signing import SigningPlan
 from .vacuum import VacuumPlan
@@ -36,6 +37,7 @@ class Plan(Model):
     backup: BackupPlan = Field(default_factory=BackupPlan)
     cache: CachePlan = Field(default_factory=CachePlan)
     signing: SigningPlan = Field(default_factory=SigningPlan)
+    heartbeat: HeartbeatPlan = Field(default_factory=HeartbeatPlan)
 
 
 def format_errors(exc: ValidationError) -> list[str]:

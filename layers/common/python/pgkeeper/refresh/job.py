@@ -31,6 +31,7 @@ from ..errors import EventError, PgkeeperError, first_line
 from ..idents import QualifiedName, display, qualify
 from ..jobs import JobContext, JobOutcome, JobReport, JobSpec, Options, TerseModel
 from ..log import logger, metrics
+from ..metric_names import AlarmWindow
 from ..plan import Plan, ViewSpec
 from ..plan.base import SqlName
 from .catalog import (
@@ -706,4 +707,10 @@ def _check_drift(conn: psycopg.Connection, catalog: Catalog, rel: Relation, spec
     return problems, notes
 
 
-JOB = JobSpec(name="refresh", options=RefreshOptions, run=run, check=check, preflight=preflight)
+def alarm_window(opts: RefreshOptions) -> AlarmWindow | None:
+    """A refresh of the plan's views proves the refresh schedule alive; a dry run or a cache-only run does not."""
+    return None if opts.dry_run or opts.clear_cache else "refresh"
+
+
+JOB = JobSpec(name="refresh", options=RefreshOptions, run=run, check=check, preflight=preflight,
+              alarm_window=alarm_window)

@@ -19,6 +19,7 @@ from ..health import HealthReport, build_report
 from ..idents import display
 from ..jobs import JobContext, JobSpec, Options, SparseModel, SparseReport
 from ..log import logger, metrics
+from ..metric_names import AlarmWindow
 from ..plan import Plan
 from ..plan.base import SqlName, column_ident, split_name
 from . import backlog, reindex, worker
@@ -247,5 +248,13 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
     return problems
 
 
+def alarm_window(opts: VacuumOptions) -> AlarmWindow | None:
+    """The weekly VACUUM and the hourly ANALYZE are separate windows (one function, two schedules);
+    a dry run, a health-only run or a run of chosen tables proves neither."""
+    if opts.dry_run or opts.tables or opts.mode == "health":
+        return None
+    return "analyze" if opts.mode == "analyze" else "vacuum"
+
+
 JOB = JobSpec(name="vacuum", options=VacuumOptions, run=run, long_running=True, check=check,
-              preflight=preflight)
+              preflight=preflight, alarm_window=alarm_window)
