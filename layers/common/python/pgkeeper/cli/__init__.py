@@ -9,7 +9,7 @@ from importlib import import_module
 from ..errors import PgkeeperError, PlanError
 from ..local.invoke import Stopped
 
-COMMANDS = ["invoke", "plan", "backups", "restore", "serve", "sign", "trigger", "health"]
+COMMANDS = ["invoke", "plan", "backups", "restore", "serve", "sign", "trigger", "health", "status"]
 
 
 def build_parser() -> argparse.ArgumentParser:

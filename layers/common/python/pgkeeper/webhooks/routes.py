@@ -9,6 +9,8 @@ request can neither run a job nor learn which routes exist. Then:
     GET  /runs/{run_id}  that run of this function's job (status, report)
     GET  /health         database reachability and latency, last run per job; ?detail=1 adds
                          pgkeeper.health's report
+    GET  /status         what `pgkeeper status` says: per silence window the last proof and
+                         whether it is overdue, per job the last success/failure/skip, next runs
 
 Every failure is answered by `webhooks.errors` with a status and a reason code.
 """
@@ -48,7 +50,7 @@ from .session import UrlSession
 from .verify import SignedRequest, Verified, Verifier
 
 ALLOW_BEARER_ENV = "PGKEEPER_ALLOW_BEARER"
-ROUTES = ("POST /", "GET /runs/{run_id}", "GET /health")
+ROUTES = ("POST /", "GET /runs/{run_id}", "GET /health", "GET /status")
 
 # debug=False whatever POWERTOOLS_DEV says: in debug mode Powertools answers an unexpected error with its traceback.
 app = LambdaFunctionUrlResolver(debug=False)
@@ -127,6 +129,16 @@ def health() -> Response:
     return _json(200, body)
 
 
+@app.get("/status")
+def status() -> Response:
+    from ..status import Deployment, build_status
+
+    spec: JobSpec = app.context["spec"]
+    session = _session(app.context["plan"], spec)
+    report = session.run(lambda conn: build_status(conn, Deployment.from_env(), session.db.where))
+    return _json(200, report.model_dump(mode="json"))
+
+
 @app.exception_handler(PgkeeperError)
 def _answer_error(exc: PgkeeperError) -> Response:
     status, body = status_and_body(exc)
@@ -137,7 +149,7 @@ def _answer_error(exc: PgkeeperError) -> Response:
 def _not_found(_exc: Exception) -> Response:
     method = app.current_event.http_method.upper()
     path = app.current_event.path
-    known = path in ("/", "/health") or path.startswith("/runs/")
+    known = path in ("/", "/health", "/status") or path.startswith("/runs/")
     if known:
         err: PgkeeperError = MethodNotAllowedError(f"{method} is not allowed on {path}; routes: {', '.join(ROUTES)}")
     else:
