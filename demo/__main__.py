@@ -21,7 +21,7 @@ from psycopg.abc import Query
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["refresh", "cache", "vacuum", "cleanup", "backup"]
+SECTIONS = ["refresh", "cache", "vacuum", "cleanup", "backup", "status"]
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

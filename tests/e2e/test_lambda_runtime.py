@@ -57,6 +57,12 @@ def test_a_signed_request_runs_the_job_and_answers_with_its_result(demo: str, la
     result = json.loads(answer["body"])
     assert (result["job"], result["status"]) == ("refresh", "succeeded")
     assert messages_counted(demo) == (7,)
+    # The deployed function knows its schedules and silence windows (the template's environment).
+    status = fn.invoke(url_event("GET", "/status")).result()
+    assert status["statusCode"] == 200, status
+    windows = {w["window"]: w for w in json.loads(status["body"])["windows"]}
+    assert windows["refresh"]["last_proven"] is not None and not windows["refresh"]["overdue"]
+    assert windows["backup"]["overdue"] and windows["backup"]["schedule"] == "cron(0 3 * * ? *)"
 
 
 def test_the_202_path_continues_in_an_asynchronous_invocation_of_the_same_function(

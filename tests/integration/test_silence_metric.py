@@ -184,3 +184,18 @@ def test_a_ping_service_that_hangs_delays_the_job_by_its_timeout_only_and_is_rep
     assert pg.execute("SELECT count(*) FROM tokens").fetchone() == (7,)
     assert result["report"]["heartbeat"] == {"start": "TimeoutError: timed out", "success": "TimeoutError: timed out"}
     assert context.get_remaining_time_in_millis() > 55_000  # two pings of 0.5 s, not the service's pace
+
+
+def test_the_templates_silence_alarm_watches_exactly_what_the_runner_printed(tokens, capsys):
+    """Not a constant copied into a test: the EMF the real run printed against the deployed alarm."""
+    from pgkeeper.cleanup.job import JOB
+    from pgkeeper.local.template import load_template
+
+    handle(JOB, {"job": "cleanup", "options": {}}, LocalContext(60))
+    [printed] = proven(capsys.readouterr().out)
+    alarms = [r["Properties"] for r in load_template(ROOT / "template.yaml")["Resources"].values()
+              if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("MetricName") == printed["name"]]
+    watching = [a for a in alarms if {d["Name"]: d["Value"] for d in a["Dimensions"]} == printed["dimensions"]]
+    assert len(watching) == 1, alarms
+    assert watching[0]["Namespace"] == printed["namespace"]
+    assert watching[0]["TreatMissingData"] == "breaching"

@@ -90,3 +90,13 @@ def test_next_fire_reads_eventbridge_cron_in_the_schedule_time_zone():
     assert next_fire("cron(0/15 9-17 ? * MON-FRI *)", monday) == datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
     assert next_fire("cron(0 12 L * ? *)", monday) is None  # L/W/#: said to be unknown, never guessed
     assert next_fire("rate(5 minutes)", monday) is None
+
+
+def test_status_reads_the_schedules_from_the_template_when_not_deployed(history, capsys, monkeypatch):
+    monkeypatch.delenv("PGKEEPER_SCHEDULES")
+    assert cli(["status", "--json", "--template", str(ROOT / "template.yaml"),
+                "--parameter-overrides", "BackupSchedule=cron(0 2 * * ? *)", "BackupSilenceHours=48"]) == 1
+    windows = {w["window"]: w for w in json.loads(capsys.readouterr().out)["windows"]}
+    assert windows["backup"]["schedule"] == "cron(0 2 * * ? *)" and windows["backup"]["silence_hours"] == 48
+    assert not windows["backup"]["overdue"]  # proven 30 hours ago, within 48
+    assert windows["vacuum"]["schedule"] == "cron(0 4 ? * SUN *)" and windows["vacuum"]["overdue"]

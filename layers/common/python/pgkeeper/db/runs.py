@@ -127,9 +127,10 @@ def canonical_run_id(text: str) -> str | None:
     return text if str(parsed) == text.lower() and len(text) == 36 else None
 
 
-QUEUED_MAX_AGE = "6 hours"
-"""Lambda drops an asynchronous event it could not run within the function's maximum event age
-(6 hours: the default, and the most Lambda allows), so a run queued longer will never start."""
+QUEUED_MAX_AGE = "70 minutes"
+"""Lambda drops an asynchronous event it could not run within the function's maximum event age (the
+template's EventInvokeConfig: 1 hour, sent then to the FailedInvocationsQueue), so a run queued
+longer will never start; 10 minutes of margin for the last delivery attempt to record its start."""
 
 DEADLINE_GRACE = "1 minute"
 """A running run whose invocation ended this long ago was stopped before it could record its end."""
@@ -139,7 +140,7 @@ RUNNING_MAX_AGE = "1 hour"
 than Lambda's 15 minutes."""
 
 NEVER_STARTED = ("never started: the asynchronous invocation did not run within Lambda's maximum event age "
-                 f"({QUEUED_MAX_AGE}); the function's logs and its Errors alarm say why")
+                 "(1 hour); the FailedInvocationsQueue and the function's logs say why")
 STOPPED = ("did not finish: stopped before it could record its end (a Lambda timeout, running out of memory "
            "or a crash); the function's logs say which")
 
