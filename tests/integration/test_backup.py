@@ -30,9 +30,10 @@ from pgkeeper.budget import Budget
 from pgkeeper.cli import main as cli
 from pgkeeper.config import get_plan
 from pgkeeper.db import Database
-from pgkeeper.errors import ConfigError
+from pgkeeper.errors import ConfigError, EventError, PgkeeperError
 from pgkeeper.events import JobEvent
 from pgkeeper.jobs import JobContext, as_dict
+from pgkeeper.local.context import LocalContext
 
 BUCKET = "pgk-backups"
 
@@ -754,3 +755,55 @@ def test_every_pgkeeper_backend_terminated_mid_backup_gives_a_failed_run_naming_
     assert status == "failed"
     assert error.startswith("BackupError: pg_dump failed"), error  # not the snapshot's AdminShutdown
     assert _bucket_keys(s3) == [] and _multipart_uploads(s3) == []
+
+
+# --- restore drill ------------------------------------------------------------------------------
+
+def test_a_restore_drill_proves_the_newest_backup_restorable_and_records_it(seeded, plan, s3, pg, admin_url):
+    backup = _run()
+    drill = _run({"drill": True})
+
+    report = drill["report"]
+    assert drill["status"] == "succeeded" and report["drill"] is True
+    assert report["key"] == backup["report"]["key"] and report["rows"] == backup["report"]["rows"]
+    assert report["tables"] == backup["report"]["tables"] and report["throughput_mb_s"] > 0
+    assert report["alarm_window"] == "drill"  # the last proven restore: pgkeeper status and its alarm
+    row = pg.execute("SELECT alarm_window FROM pgkeeper.runs WHERE run_id::text = %s", [drill["run_id"]]).fetchone()
+    assert row == ("drill",)
+    with psycopg.connect(admin_url) as c:  # the scratch database is gone
+        assert c.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+                         [scratch_prefix(drill["run_id"]) + "%"]).fetchone() == (0,)
+    assert len(s3.list_objects_v2(Bucket=BUCKET)["Contents"]) == 2  # a drill uploads nothing
+
+
+def test_a_drill_fails_naming_the_table_whose_rows_differ_from_the_manifest(seeded, plan, s3):
+    backup = _run()["report"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=backup["manifest_key"])["Body"].read())
+    tampered = next(t for t in manifest["tables"] if t["name"] == "users")
+    tampered["rows"] += 1  # what a manifest altered after upload, or a dump missing rows, would say
+    s3.put_object(Bucket=BUCKET, Key=backup["manifest_key"], Body=json.dumps(manifest).encode())
+
+    with pytest.raises(VerificationError) as err:  # a failed run, its error naming the table
+        _run({"drill": True})
+    assert "restored row counts differ from the manifest: public.users: manifest" in str(err.value)
+
+
+def test_a_drill_without_any_backup_says_so(seeded, plan):
+    with pytest.raises(PgkeeperError, match="no complete backups under s3://pgk-backups/"):
+        _run({"drill": True})
+
+
+def test_a_backup_too_large_for_the_invocation_is_reported_not_half_restored(seeded, plan, s3, admin_url,
+                                                                            monkeypatch):
+    _run()
+    import pgkeeper.backup.job as backup_job
+
+    monkeypatch.setattr(backup_job, "DRILL_MIN_BYTES_PER_S", 1000)  # as slow as a huge database would be
+    with pytest.raises(VerificationError) as err:
+        _run({"drill": True}, LocalContext(60))
+    assert "cannot be restored within this invocation" in str(err.value) and "nothing was proven" in str(err.value)
+
+
+def test_drill_runs_alone():
+    with pytest.raises(EventError, match="drill runs alone"):
+        runner.validate_options(JOB, {"drill": True, "label": "x"})

@@ -24,11 +24,11 @@ from pgkeeper.local.template import Template
 ALARM = "AWS::CloudWatch::Alarm"
 ACTIONS = [{"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AlarmTopic"}]}]
 QUEUES = ("FailedInvocationsQueue", "ScheduleDeadLetterQueue")
-SILENCE_DEFAULTS = {"refresh": 3, "cleanup": 3, "analyze": 3, "vacuum": 168, "backup": 26}
+SILENCE_DEFAULTS = {"refresh": 3, "cleanup": 3, "analyze": 3, "vacuum": 168, "backup": 26, "drill": 168}
 # The schedule whose runs prove each window: vacuum's weekly VACUUM and its hourly ANALYZE apart.
 WINDOW_SCHEDULES = {"refresh": ("RefreshFunction", "Schedule"), "cleanup": ("CleanupFunction", "Schedule"),
                     "vacuum": ("VacuumFunction", "Schedule"), "analyze": ("VacuumFunction", "AnalyzeSchedule"),
-                    "backup": ("BackupFunction", "Schedule")}
+                    "backup": ("BackupFunction", "Schedule"), "drill": ("BackupFunction", "DrillSchedule")}
 SEVEN_DAYS = 7 * 24 * 3600  # CloudWatch's limit on Period x EvaluationPeriods for hourly periods
 
 
@@ -82,6 +82,7 @@ def test_silence_alarms_are_exactly_the_alarm_windows_one_per_schedule(raw):
         body = json.loads(raw["Resources"][fn]["Properties"]["Events"][name]["Properties"]["Input"])
         assert body["job"] == JOBS[fn]
         assert (body["options"].get("mode") == "analyze") is (window == "analyze")
+        assert (body["options"].get("drill") is True) is (window == "drill")
 
 
 @pytest.mark.parametrize("window", metric_names.ALARM_WINDOWS)

@@ -24,10 +24,11 @@ WORK_PROVEN: Final = "WorkProven"
 that was not a dry run; for backup, a verified upload. The dead-man's switch of each window alarms
 when this metric is missing for longer than the window allows."""
 
-AlarmWindow = Literal["refresh", "cleanup", "vacuum", "analyze", "backup"]
+AlarmWindow = Literal["refresh", "cleanup", "vacuum", "analyze", "backup", "drill"]
 """The silence windows: one per schedule (vacuum's weekly VACUUM and its hourly ANALYZE apart, so
-the hourly runs cannot hide a missing weekly one)."""
-ALARM_WINDOWS: Final[tuple[AlarmWindow, ...]] = ("refresh", "cleanup", "vacuum", "analyze", "backup")
+the hourly runs cannot hide a missing weekly one; the backup function's restore drill apart from
+its backups: `drill` is the last proven restore)."""
+ALARM_WINDOWS: Final[tuple[AlarmWindow, ...]] = ("refresh", "cleanup", "vacuum", "analyze", "backup", "drill")
 
 # --- job figures: dimensions job, service ------------------------------------------------------------
 VIEWS_REFRESHED: Final = "ViewsRefreshed"

@@ -26,11 +26,11 @@ from .metric_names import ALARM_WINDOWS, AlarmWindow
 SCHEDULES_ENV = "PGKEEPER_SCHEDULES"
 """JSON {"timezone": "...", "enabled": true, "refresh": "cron(...)", ..., "analyze": "cron(...)"}."""
 SILENCE_HOURS_ENV = "PGKEEPER_SILENCE_HOURS"
-"""JSON {"refresh": 3, "cleanup": 3, "vacuum": 168, "analyze": 3, "backup": 26}."""
+"""JSON {"refresh": 3, "cleanup": 3, "vacuum": 168, "analyze": 3, "backup": 26, "drill": 168}."""
 DEFAULT_SILENCE_HOURS: dict[AlarmWindow, float] = {"refresh": 3, "cleanup": 3, "vacuum": 168, "analyze": 3,
-                                                   "backup": 26}
+                                                   "backup": 26, "drill": 168}
 WINDOW_JOB: dict[AlarmWindow, str] = {"refresh": "refresh", "cleanup": "cleanup", "vacuum": "vacuum",
-                                      "analyze": "vacuum", "backup": "backup"}
+                                      "analyze": "vacuum", "backup": "backup", "drill": "backup"}
 
 
 class Deployment(BaseModel):

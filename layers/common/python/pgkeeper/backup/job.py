@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Literal
 
 import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..db.dsn import session_conninfo
+from ..db.dsn import redact, session_conninfo
 from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
 from ..jobs import JobContext, JobSpec, Options, SparseReport
@@ -52,6 +52,34 @@ class BackupOptions(Options):
                               description="added to the key, e.g. before-migration-42")
     verify: Literal["list", "restore"] | None = Field(None, description="override the plan's backup.verify")
     prune: bool = Field(True, description="apply retention after this backup verified")
+    drill: bool = Field(False, description="restore drill: restore the newest backup into a scratch database, "
+                                           "compare it with its manifest, drop it; back up nothing")
+
+    @model_validator(mode="after")
+    def _drill_runs_alone(self) -> BackupOptions:
+        if self.drill and (self.dry_run or self.label or self.verify):
+            raise ValueError("drill runs alone: it cannot be combined with dry_run, label or verify")
+        return self
+
+
+class DrillReport(SparseReport):
+    """A restore drill: the newest backup restored into a scratch database and compared with its
+    manifest (row counts per table, the SHA-256 of the stored object, the archive's contents)."""
+
+    ORDER: ClassVar[tuple[str, ...]] = ("status", "drill", "key", "taken_at", "age_hours", "tables", "rows",
+                                        "bytes_in", "restore_s", "throughput_mb_s", "server", "duration_s")
+
+    drill: Literal[True] = True
+    key: str
+    taken_at: str
+    age_hours: float
+    tables: int
+    rows: int
+    bytes_in: int
+    restore_s: float
+    throughput_mb_s: float
+    """pg_dump's bytes restored per second: the restore speed a recovery would see (RTO)."""
+    server: str
 
 
 class BackupReport(SparseReport):
@@ -109,7 +137,7 @@ class BackupDryRunReport(SparseReport):
     orphans: list[str]
 
 
-def run(ctx: JobContext) -> BackupReport | BackupDryRunReport:
+def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
     plan = ctx.plan.backup
     opts: BackupOptions = ctx.options
     bucket = plan.resolve_bucket()
@@ -120,6 +148,8 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport:
     store = BackupStore(s3, bucket, plan.prefix, database)
     if opts.dry_run:
         return _dry_run(ctx, store)
+    if opts.drill:
+        return _drill(ctx, store)
 
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -236,6 +266,9 @@ def _cancel_count(snap: Snapshot) -> None:
 
 
 VERIFY_RESERVE_S = 30.0
+DRILL_MIN_BYTES_PER_S = 5e6
+"""The slowest restore a drill plans for (pg_dump bytes per second): a backup that would need more
+time than the invocation has left is reported as out of reach before anything is restored."""
 """Time kept for verification, the manifest and retention after the upload; no wait on S3 during
 the upload may eat into it (a stalled endpoint fails the run with that much time left to say so)."""
 
@@ -283,6 +316,35 @@ def _prune(store: BackupStore, policy: Any) -> tuple[list[str], int, list[str]]:
     if pruned or swept:
         logger.info("retention pruned backups", extra={"pruned": pruned, "orphans": swept})
     return pruned, len(decision.keep), swept
+
+
+def _drill(ctx: JobContext, store: BackupStore) -> DrillReport:
+    """Prove the newest backup restorable: restore it into a scratch database on the restore-test
+    server (backup.verify_server_url_env, else the database's own), compare every table's rows with
+    the manifest, drop the scratch database. A difference fails the run naming the tables."""
+    ref = store.latest()  # only backups whose manifest was written (verified) are listed
+    manifest = store.read_manifest(ref)
+    server = _verify_server(ctx, ctx.plan.backup.verify_server_url_env)
+    pg_restore = pgtools.find("pg_restore")
+    pgtools.check_restore_version(pg_restore, manifest.dump_major())
+    needed = manifest.bytes_in / DRILL_MIN_BYTES_PER_S
+    if needed > ctx.budget.remaining():
+        raise VerificationError(
+            f"the newest backup ({manifest.bytes_in / 1e6:.0f} MB) cannot be restored within this invocation "
+            f"(about {needed:.0f} s at {DRILL_MIN_BYTES_PER_S / 1e6:.0f} MB/s, {ctx.budget.remaining():.0f} s left): "
+            "nothing was proven; give the function a longer timeout or drill from a machine "
+            "(`pgkeeper restore --verify`)")
+    logger.info("restore drill started", extra={"key": ref.key, "bytes_in": manifest.bytes_in})
+    verification = verify_backup(store.s3, store.bucket, manifest, pg_restore, mode="restore",
+                                 server_conninfo=server, run_id=ctx.run_id, settings=ctx.db.settings)
+    seconds = verification.duration_s or 0.0
+    assert verification.restore is not None  # restore mode always compares the rows
+    return DrillReport(
+        status="succeeded", key=ref.key, taken_at=ref.taken_at.isoformat(),
+        age_hours=round((datetime.now(UTC) - ref.taken_at).total_seconds() / 3600, 2),
+        tables=len(manifest.tables), rows=verification.restore.rows, bytes_in=manifest.bytes_in,
+        restore_s=seconds, throughput_mb_s=round(manifest.bytes_in / 1e6 / seconds, 2) if seconds else 0.0,
+        server=redact(server))
 
 
 def _dry_run(ctx: JobContext, store: BackupStore) -> BackupDryRunReport:
@@ -359,7 +421,10 @@ def check(plan: Plan, conn: psycopg.Connection) -> list[str]:
 
 def alarm_window(opts: BackupOptions) -> AlarmWindow | None:
     """A succeeded backup is uploaded and verified (the manifest is written last): it proves the
-    backup window alive, whatever triggered it; a dry run uploads nothing."""
+    backup window alive, whatever triggered it; a dry run uploads nothing; a drill proves the newest
+    backup restorable (its own window)."""
+    if opts.drill:
+        return "drill"
     return None if opts.dry_run else "backup"
 
 
