@@ -807,3 +807,40 @@ def test_a_backup_too_large_for_the_invocation_is_reported_not_half_restored(see
 def test_drill_runs_alone():
     with pytest.raises(EventError, match="drill runs alone"):
         runner.validate_options(JOB, {"drill": True, "label": "x"})
+
+
+# --- parallel restore -----------------------------------------------------------------------------
+
+def test_parallel_restore_gives_the_same_rows_as_one_stream(seeded, plan, s3, make_database, capsys):
+    _run()
+    capsys.readouterr()  # the backup's own log lines
+    serial, parallel = make_database(), make_database()
+    assert cli(["restore", "--latest", "--to", serial, "--database", _dbname(seeded), "--jobs", "1", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert cli(["restore", "--latest", "--to", parallel, "--database", _dbname(seeded), "--jobs", "3", "--json"]) == 0
+    three = json.loads(capsys.readouterr().out)
+    assert (one["jobs"], three["jobs"]) == (1, 3)
+    assert one["rows"] == three["rows"] and one["mismatches"] == three["mismatches"] == []
+    with psycopg.connect(serial) as a, psycopg.connect(parallel) as b, psycopg.connect(seeded) as src:
+        for table in TABLES:
+            assert _content(b, table) == _content(a, table) == _content(src, table), table
+        indexes = "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+        assert b.execute(indexes).fetchall() == a.execute(indexes).fetchall()
+
+
+def test_parallel_restore_of_a_tampered_object_restores_nothing_and_leaves_no_file(seeded, plan, s3, make_database,
+                                                                                   capsys, tmp_path, monkeypatch):
+    report = _run()["report"]
+    _recompress(s3, report["key"])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the archive file goes (TMPDIR, read once)
+    target = make_database()
+    rc = cli(["restore", "--key", report["key"], "--to", target, "--bucket", BUCKET, "--database", _dbname(seeded),
+              "--jobs", "2"])
+    assert rc == 2 and "SHA-256 of the object is" in capsys.readouterr().err
+    with psycopg.connect(target) as dst:
+        assert dst.execute("SELECT count(*) FROM pg_class WHERE relname = 'users'").fetchone()[0] == 0
+    assert list(scratch.iterdir()) == []  # the decompressed archive is gone

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import zstandard
@@ -25,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..db import Database
 from ..plan.database import DatabaseSettings
-from .errors import BackupError, ChecksumMismatchError
+from .errors import BackupError, ChecksumMismatchError, RestoreError
 from .pgtools import Tool, child_env, fetch_server_version_num, find, libpq_target
 from .pipeline import StderrTail
 
@@ -182,6 +183,30 @@ class Sink:
         return f"{how}" + (f": {text[-2000:]}" if text else "")
 
 
+class FileSink:
+    """The decompressed archive written to a local file (for `pg_restore --jobs`, which needs to seek);
+    removed again when the stream fails, so a tampered object leaves nothing to restore from."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[bytes] | None = path.open("wb")
+        self.open = True
+
+    def write(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+
+    def finish(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.open = False
+
+    def kill(self) -> None:
+        self.finish()
+        self.path.unlink(missing_ok=True)
+
+
 @dataclass
 class StreamStats:
     sha256: str
@@ -192,7 +217,7 @@ class StreamStats:
 
 def stream_archive(
     body: Any,
-    sinks: Sequence[Sink | ScriptSink],
+    sinks: Sequence[Sink | ScriptSink | FileSink],
     *,
     expected_sha256: str | None,
     hold_back: bool,
@@ -254,7 +279,7 @@ def stream_archive(
     return StreamStats(digest, reader.bytes, decompressed, time.monotonic() - started)
 
 
-def _feed(sinks: Sequence[Sink | ScriptSink], data: bytes) -> None:
+def _feed(sinks: Sequence[Sink | ScriptSink | FileSink], data: bytes) -> None:
     for sink in sinks:
         sink.write(data)
 
@@ -414,12 +439,20 @@ def restore_backup(
     on_progress: Callable[[int, int], None] | None = None,
     script: bool | None = None,
     settings: DatabaseSettings | None = None,
+    jobs: int = 1,
+    workdir: Path | None = None,
 ) -> dict:
     """Restore backup `ref` into the database `target` and compare its row counts with the manifest.
 
     The SHA-256 is checked in the same pass, before pg_restore may commit (see the module doc).
     pgkeeper's own connections to `target` use `settings` (see `target_database`).
     Returns {"tables", "rows", "mismatches": [...], "seconds", ...}; raises on any failure.
+
+    `jobs` > 1: pg_restore --jobs needs a seekable archive and cannot run in one transaction, so the
+    object is first decompressed into a file in `workdir` (its SHA-256 checked before pg_restore
+    starts: a tampered object restores nothing), then restored in parallel; a failure then can
+    leave a partial restore in the target, which the error says. Falls back to one stream when the
+    pair pg_restore/server needs the script path (`parallel_blocker`).
     """
     from .snapshot import count_tables
 
@@ -427,9 +460,14 @@ def restore_backup(
     with db.connect(autocommit=True, purpose="check") as conn:
         version_num = fetch_server_version_num(conn)
     body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
-    sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
-    stats = stream_archive(body, [sink], expected_sha256=manifest.sha256, hold_back=True,
-                           on_progress=on_progress)
+    if jobs > 1 and not parallel_blocker(tool, version_num):
+        stats = _restore_parallel(body, target, tool, manifest=manifest, jobs=jobs, with_owners=with_owners,
+                                  on_progress=on_progress, workdir=workdir)
+    else:
+        jobs = 1
+        sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
+        stats = stream_archive(body, [sink], expected_sha256=manifest.sha256, hold_back=True,
+                               on_progress=on_progress)
     with db.connect(autocommit=True, purpose="count") as conn:
         restored = count_tables(conn, manifest.table_names())
     expected = manifest.counts()
@@ -444,4 +482,45 @@ def restore_backup(
         "bytes_compressed": stats.bytes_compressed,
         "bytes_restored": stats.bytes_decompressed,
         "seconds": round(stats.seconds, 3),
+        "jobs": jobs,
     }
+
+
+def parallel_blocker(tool: Tool, server_version_num: int) -> str | None:
+    """Why `--jobs` cannot be used with this pg_restore and server (None: it can)."""
+    if tool.major >= 17 and server_version_num < 170000:
+        return (f"pg_restore {tool.major} sets transaction_timeout, which this server ({server_version_num // 10000}) "
+                "rejects: the restore runs as one script through psql instead")
+    return None
+
+
+def _restore_parallel(body: Any, target: str, tool: Tool, *, manifest: Manifest, jobs: int, with_owners: bool,
+                      on_progress: Callable[[int, int], None] | None, workdir: Path | None) -> StreamStats:
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="pgkeeper-restore-", dir=workdir))
+    try:
+        free = shutil.disk_usage(where).free
+        if free < manifest.bytes_in * 1.05:
+            raise RestoreError(f"--jobs needs the decompressed archive on disk ({manifest.bytes_in / 1e6:.0f} MB) and "
+                               f"{where} has {free / 1e6:.0f} MB free: use --jobs 1 (one stream, no file) or "
+                               "TMPDIR on a larger disk")
+        archive = FileSink(where / "archive.pgdump")
+        stats = stream_archive(body, [archive], expected_sha256=manifest.sha256, hold_back=False,
+                               on_progress=on_progress)
+        argv = [tool.path, f"--jobs={jobs}", "--exit-on-error"]
+        if not with_owners:
+            argv += ["--no-owner", "--no-privileges"]
+        libpq, env = libpq_target(target, "pgkeeper/restore")
+        started = time.monotonic()
+        proc = subprocess.run([*argv, "--dbname", libpq, str(archive.path)], env=child_env(tool, env),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RestoreError(f"pg_restore --jobs={jobs} failed (exit {proc.returncode}): "
+                               f"{proc.stderr.strip()[-2000:]}; the target may hold a partial restore: drop and "
+                               "recreate it before trying again")
+        return StreamStats(stats.sha256, stats.bytes_compressed, stats.bytes_decompressed,
+                           stats.seconds + time.monotonic() - started)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)

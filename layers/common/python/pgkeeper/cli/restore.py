@@ -1,13 +1,15 @@
 """`pgkeeper restore --latest|--key K --to URL`: restore a backup into an (empty) database.
 
-The object's SHA-256 must match its manifest before pg_restore can commit (one pass, no temp
-file); afterwards every table's row count is compared with the manifest's.
+The object's SHA-256 must match its manifest before pg_restore can commit (with --jobs 1: one
+pass, one transaction, no temp file; with more jobs the verified archive goes to a temp file that
+pg_restore --jobs reads); afterwards every table's row count is compared with the manifest's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -34,8 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also restore owners and grants (the roles must exist on the target server)")
     p.add_argument("--allow-nonempty", action="store_true",
                    help="restore even if the target database already has tables")
+    p.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
+                   help="parallel pg_restore jobs (default: the CPU count, at most 8); 1: one stream in one "
+                        "transaction, no temporary file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_restore)
+
+
+def default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 class ProgressLine:
@@ -86,14 +95,19 @@ def run_restore(args: argparse.Namespace) -> int:
     if not args.allow_nonempty and existing:
         raise ConfigError(f"{where} already has {existing} table(s)/view(s)/sequence(s): restore into an empty "
                           "database (createdb NAME) or pass --allow-nonempty")
+    jobs = max(1, args.jobs)
+    how = (f"{jobs} parallel jobs: the archive is checked and written to a temporary file first" if jobs > 1
+           else "one stream, one transaction")
     print(f"restoring s3://{store.bucket}/{ref.key} ({ref.size / 1e6:.1f} MB, taken {manifest.started_at}, "
-          f"{len(manifest.tables)} tables) into {where}", file=sys.stderr)
+          f"{len(manifest.tables)} tables) into {where} ({how})", file=sys.stderr)
     progress = ProgressLine(ref.size)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
-                                on_progress=progress, settings=settings)
+                                on_progress=progress, settings=settings, jobs=jobs)
     except VerificationError:
         raise  # checksum mismatch: its own reason code
+    except RestoreError:
+        raise  # the parallel path says itself what the target may hold
     except BackupError as exc:
         raise RestoreError(f"{exc}; nothing was committed to {where}") from exc
     finally:
