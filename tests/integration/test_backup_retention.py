@@ -86,3 +86,53 @@ def test_min_keep_protects_recent_backups_when_all_counts_are_zero():
 def test_nothing_to_decide_for_an_empty_bucket():
     decision = decide([], POLICY)
     assert decision.keep == [] and decision.delete == []
+
+
+# --- S3 Object Lock, in moto's S3 ----------------------------------------------------------------
+
+def test_object_lock_over_simulated_months_never_deletes_a_locked_backup(aws):
+    """Daily backups and retention for five weeks in a bucket with Object Lock: kept backups are
+    locked to the end of their GFS slot, and a backup retention would delete while its lock runs
+    is reported and left, then deleted once the lock has run out. (The simulated days lie ahead of
+    the real clock: S3 accepts only retain-until dates in the future.)"""
+    import boto3
+
+    from pgkeeper.backup.job import _prune
+    from pgkeeper.backup.store import BackupStore
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="locked", ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(Bucket="locked", ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    store = BackupStore(s3, "locked", "pgkeeper/", "app")
+    policy = Retention(daily=3, weekly=2, monthly=1, min_keep=2)
+    day, deleted_while_locked, reported, pruned_total = at("2027-01-01"), [], set(), set()
+    while day < at("2027-02-07"):
+        key = store.new_key(day, f"run-{day:%Y%m%d}", None)
+        s3.put_object(Bucket="locked", Key=key, Body=b"dump")
+        s3.put_object(Bucket="locked", Key=store.manifest_key(key), Body=b"{}")
+        locks_before = {ref.key: store.locked_until(ref.key) for ref in store.list()}
+        pruned, kept, _, locked = _prune(store, policy, now=day)
+        deleted_while_locked += [k for k in pruned if locks_before[k] is not None and locks_before[k] > day]
+        reported |= {b.key for b in locked}
+        pruned_total |= set(pruned)
+        for ref in store.list():  # every kept backup is locked at least to the end of today's slot
+            assert store.locked_until(ref.key) is not None and store.locked_until(ref.key) > day, ref.key
+        day += timedelta(days=1)
+    assert deleted_while_locked == []
+    assert reported, "some backup left its GFS slot while still locked (a weekly slot ends before 14 days)"
+    assert reported & pruned_total, "a backup left for its lock is deleted once the lock ran out"
+    assert len(store.list()) <= 2 + 3 + 2 + 1 + 2  # what the policy keeps, and a few waiting for their lock
+
+
+def test_lock_until_counts_a_weekly_or_monthly_slot_only_once_its_period_ended():
+    from pgkeeper.backup.retention import lock_until
+
+    policy = Retention(daily=7, weekly=4, monthly=12)
+    sunday = at("2027-01-31")  # the last day of ISO week 2027-W04 and of January
+    assert lock_until(sunday, ["daily 2027-01-31", "weekly 2027-W04", "monthly 2027-01"], policy,
+                      now=at("2027-01-31", 3)) == sunday + timedelta(days=7)  # both periods still open
+    assert lock_until(sunday, ["weekly 2027-W04", "monthly 2027-01"], policy,
+                      now=at("2027-02-01")) == sunday + timedelta(days=12 * 31)
+    assert lock_until(at("2027-01-27"), ["weekly 2027-W04"], policy, now=at("2027-02-01")) == \
+        at("2027-01-27") + timedelta(days=28)

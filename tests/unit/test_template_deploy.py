@@ -361,3 +361,19 @@ def test_a_stack_name_of_the_maximum_length_keeps_every_name_within_its_limit(ra
             assert len(at_max.resolve(event["Properties"]["Name"])) <= 64
     analyze = raw["Resources"]["VacuumFunction"]["Properties"]["Events"]["AnalyzeSchedule"]["Properties"]["Name"]
     assert len(at_max.resolve(analyze)) == 64 and len(too_long.resolve(analyze)) == 65
+
+
+def test_object_lock_is_chosen_at_bucket_creation_and_no_function_may_bypass_it(raw):
+    param = raw["Parameters"]["BackupObjectLock"]
+    assert param["Default"] == "NONE" and param["AllowedValues"] == ["NONE", "GOVERNANCE", "COMPLIANCE"]
+    bucket = raw["Resources"]["BackupBucket"]["Properties"]
+    assert bucket["ObjectLockEnabled"] == {"Fn::If": ["HasObjectLock", True, {"Ref": "AWS::NoValue"}]}
+    rule = bucket["ObjectLockConfiguration"]["Fn::If"][1]["Rule"]["DefaultRetention"]
+    assert rule == {"Mode": {"Ref": "BackupObjectLock"}, "Days": {"Ref": "BackupObjectLockDays"}}
+    for logical_id in JOBS:
+        actions = {a for st in statements(raw, logical_id) for a in
+                   ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+        assert "s3:BypassGovernanceRetention" not in actions, logical_id
+    backup = {a for st in statements(raw, "BackupFunction") for a in
+              ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert {"s3:GetObjectRetention", "s3:PutObjectRetention", "s3:GetBucketObjectLockConfiguration"} <= backup

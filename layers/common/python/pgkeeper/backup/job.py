@@ -37,7 +37,7 @@ from .errors import BackupError, VerificationError
 from .manifest import Verification
 from .pipeline import MultipartUpload, Progress, dump_to_s3
 from .restore import dbname
-from .retention import decide
+from .retention import decide, lock_until
 from .snapshot import Snapshot, select_tables
 from .store import BackupStore, DeferredClient, database_folder, s3_client
 from .verify import verify_backup
@@ -82,14 +82,19 @@ class DrillReport(SparseReport):
     server: str
 
 
+class LockedBackup(BaseModel):
+    key: str
+    until: str
+
+
 class BackupReport(SparseReport):
     """A backup that verified and whose manifest is written; `kept` only when retention ran."""
 
-    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "kept"})
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"duration_s", "kept", "locked"})
     ORDER: ClassVar[tuple[str, ...]] = (
         "status", "bucket", "key", "manifest_key", "bytes_in", "bytes_out", "ratio", "sha256", "tables", "rows",
         "pg_dump_version", "server_version", "dump_s", "throughput_mb_s", "verification", "pruned",
-        "orphans_deleted", "duration_s", "kept")
+        "orphans_deleted", "duration_s", "kept", "locked")
 
     bucket: str
     key: str
@@ -110,6 +115,8 @@ class BackupReport(SparseReport):
     orphans_deleted: list[str]
     """Dumps left without a manifest (older than ORPHAN_AGE) that were swept."""
     kept: int | None = None
+    locked: list[LockedBackup] | None = None
+    """Backups retention would delete that S3 Object Lock still protects, and until when."""
 
 
 class KeptBackup(BaseModel):
@@ -236,8 +243,9 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
     pruned: list[str] = []
     kept: int | None = None
     orphans: list[str] = []
+    locked: list[LockedBackup] = []
     if opts.prune and plan.retention.enabled:
-        pruned, kept, orphans = _prune(store, plan.retention)
+        pruned, kept, orphans, locked = _prune(store, plan.retention)
 
     _emit(result.bytes_out, time.monotonic() - started)
     mb = result.bytes_in / 1e6
@@ -248,7 +256,7 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
         dump_s=round(result.dump_s, 3),
         throughput_mb_s=round(mb / result.dump_s, 1) if result.dump_s > 0 else None,
         verification=verification, pruned=pruned, orphans_deleted=orphans,
-        duration_s=round(time.monotonic() - started, 3), kept=kept)
+        duration_s=round(time.monotonic() - started, 3), kept=kept, locked=locked or None)
 
 
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -300,22 +308,39 @@ def _discard(store: BackupStore, key: str, why: str) -> None:
         logger.warning(f"{why}; could not delete the unverified dump", extra={"key": key, "error": str(exc)[:300]})
 
 
-def _prune(store: BackupStore, policy: Any) -> tuple[list[str], int, list[str]]:
+def _prune(store: BackupStore, policy: Any, now: datetime | None = None) -> tuple[list[str], int, list[str],
+                                                                                   list[LockedBackup]]:
+    """Apply retention. With S3 Object Lock on the bucket, every kept backup's lock is extended to the
+    end of its GFS slot (`lock_until`), and a backup retention would delete while still locked is
+    left alone and reported (`locked`), never deleted: the lock decides, not the policy."""
+    now = now or datetime.now(UTC)
     backups, orphans = store.scan()
     decision = decide(backups, policy)
-    pruned = []
+    mode = store.object_lock_mode()
+    if mode:
+        for ref in decision.keep:
+            store.lock(ref, lock_until(ref.taken_at, decision.reasons[ref.key], policy, now), mode)
+    pruned, locked = [], []
     for ref in decision.delete:
+        until = store.locked_until(ref.key) if mode else None
+        if until is not None and until > now:
+            locked.append(LockedBackup(key=ref.key, until=until.isoformat()))
+            continue
         store.delete(ref)
         pruned.append(ref.key)
-    cutoff = datetime.now(UTC) - ORPHAN_AGE
+    cutoff = now - ORPHAN_AGE
     swept = []
     for orphan in orphans:
         if orphan.last_modified < cutoff:
+            until = store.locked_until(orphan.key) if mode else None
+            if until is not None and until > now:
+                continue  # an unverified dump under lock: S3 removes it once the lock ends (lifecycle)
             store.delete_key(orphan.key)
             swept.append(orphan.key)
-    if pruned or swept:
-        logger.info("retention pruned backups", extra={"pruned": pruned, "orphans": swept})
-    return pruned, len(decision.keep), swept
+    if pruned or swept or locked:
+        logger.info("retention pruned backups", extra={"pruned": pruned, "orphans": swept,
+                                                       "locked": [b.key for b in locked]})
+    return pruned, len(decision.keep), swept, locked
 
 
 def _drill(ctx: JobContext, store: BackupStore) -> DrillReport:

@@ -59,3 +59,29 @@ def decide(backups: Sequence[B], policy: Retention) -> Decision[B]:
     keep = [b for b in ordered if b.key in reasons]
     delete = [b for b in ordered if b.key not in reasons]
     return Decision(keep=keep, delete=delete, reasons=reasons)
+
+
+def lock_until(taken_at: datetime, reasons: Sequence[str], policy: Retention, now: datetime) -> datetime:
+    """How long S3 Object Lock should protect a kept backup: to the end of the longest of its GFS
+    slots that is settled. A daily slot lasts `daily` days from the backup; a weekly or monthly slot
+    (`weekly` weeks, `monthly` months of 31 days) counts only once its week or month has ended,
+    because until then each newer backup takes the slot over, and locking every one of them for a
+    year would keep them all. Never shorter than the policy keeps a backup while backups keep
+    coming, so retention never wants to delete a backup whose lock it set before the lock runs
+    out, except around a month shorter than 31 days (then it waits for the lock)."""
+    from datetime import date, timedelta
+
+    days = max(policy.daily, 1)
+    for reason in reasons:
+        kind, _, period = reason.partition(" ")
+        if kind == "weekly":
+            iso_year, iso_week = period.split("-W")
+            ends = date.fromisocalendar(int(iso_year), int(iso_week), 7) + timedelta(days=1)
+            if now.date() >= ends:
+                days = max(days, 7 * policy.weekly)
+        elif kind == "monthly":
+            y, m = (int(part) for part in period.split("-"))
+            ends = date(y + m // 12, m % 12 + 1, 1)
+            if now.date() >= ends:
+                days = max(days, 31 * policy.monthly)
+    return taken_at + timedelta(days=days)

@@ -158,3 +158,48 @@ class BackupStore:
 
     def delete_key(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
+
+    # --- S3 Object Lock (a bucket created with BackupObjectLockMode) ------------------------------
+
+    def object_lock_mode(self) -> str | None:
+        """GOVERNANCE or COMPLIANCE when the bucket has Object Lock with a default retention, else None."""
+        from botocore.exceptions import ClientError
+
+        try:
+            config = self.s3.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("ObjectLockConfigurationNotFoundError", "NoSuchBucket"):
+                return None
+            raise
+        if config.get("ObjectLockEnabled") != "Enabled":
+            return None
+        mode = config.get("Rule", {}).get("DefaultRetention", {}).get("Mode")
+        return str(mode) if mode else "GOVERNANCE"
+
+    def locked_until(self, key: str) -> datetime | None:
+        """The current version's retain-until date, or None when it has none (HeadObject carries it
+        for a caller allowed s3:GetObjectRetention)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return None
+            raise
+        until = head.get("ObjectLockRetainUntilDate")
+        return until.astimezone(UTC) if until else None
+
+    def lock(self, ref: BackupRef, until: datetime, mode: str) -> datetime:
+        """Extend (never shorten: compliance mode forbids it) the lock of a backup's dump and manifest
+        to `until`; returns the date the dump is locked until afterwards."""
+        dump_until = until
+        for key in (ref.key, ref.manifest_key):
+            current = self.locked_until(key)
+            if current is not None and current >= until:
+                if key == ref.key:
+                    dump_until = current
+                continue
+            self.s3.put_object_retention(Bucket=self.bucket, Key=key,
+                                         Retention={"Mode": mode, "RetainUntilDate": until})
+        return dump_until
