@@ -67,15 +67,18 @@ build: tools
 	$(TOOLS)/bin/python scripts/stamp_architecture.py $(BUILD_DIR)/template.yaml $(ARCH)
 
 # `sam deploy --guided` on the build; README's Deploy section says what to answer. Scheduler names
-# are `<stack>-vacuum-analyze` (64 at most), so a stack name has at most 49 characters.
-STACK ?= pgkeeper
+# are `<stack>-vacuum-analyze` (64 at most), so a stack name has at most 49 characters. Not $(SAM):
+# its fixed region would become the guided deploy's default. STACK= only when given (the name
+# samconfig.toml saved at the first deploy stays the default otherwise).
+STACK ?=
 MAX_STACK_NAME := 49
 deploy: tools
 	@test -f $(BUILD_DIR)/template.yaml || { echo "deploy: no build in $(BUILD_DIR): run make build first"; exit 2; }
 	@test $$(printf %s "$(STACK)" | wc -c) -le $(MAX_STACK_NAME) || { echo "deploy: stack name '$(STACK)' \
 	has $$(printf %s "$(STACK)" | wc -c) characters; at most $(MAX_STACK_NAME) (its schedules are named \
 	<stack>-vacuum-analyze, 64 at most)"; exit 2; }
-	$(SAM) deploy --guided --stack-name $(STACK) --template-file $(BUILD_DIR)/template.yaml
+	SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam deploy --guided --template-file $(BUILD_DIR)/template.yaml \
+		$(if $(STACK),--stack-name $(STACK),)
 
 demo: venv services
 	$(BIN)/python -m demo

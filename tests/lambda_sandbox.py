@@ -52,6 +52,8 @@ def main() -> None:
     mount("-o", "remount,ro", "/var")
     bind_read_only(spec["opt"], "/opt")
     mount("-t", "tmpfs", "-o", "size=512m,mode=1777", "tmpfs", WRITABLE)
+    if os.path.isdir("/dev/shm"):  # Lambda has no shared memory: multiprocessing's queues fail there too
+        mount("-t", "tmpfs", "-o", "ro,size=4k,mode=0555", "tmpfs", "/dev/shm")
 
     for path in MUST_BE_READ_ONLY:
         if not os.path.isdir(path):

@@ -78,7 +78,7 @@ class RuntimeApi:
     def __init__(self, function_name: str, timeout_s: float) -> None:
         self.function_name = function_name
         self.timeout_s = timeout_s
-        self.pending: queue.Queue[Invocation] = queue.Queue()
+        self.pending: queue.Queue[Invocation | None] = queue.Queue()
         self.by_id: dict[str, Invocation] = {}
         self.init_error: bytes | None = None
         self.async_invocations: list[Invocation] = []
@@ -95,6 +95,7 @@ class RuntimeApi:
         self._thread.start()
 
     def stop(self) -> None:
+        self.pending.put(None)
         self._server.shutdown()
         self._server.server_close()
 
@@ -130,6 +131,8 @@ class RuntimeApi:
                 if api.ready_at is None:
                     api.ready_at = time.monotonic()
                 inv = api.pending.get()
+                if inv is None:  # stop(): the function is gone; end this request's thread
+                    return self._reply(410)
                 self._reply(200, inv.event, {
                     "Content-Type": "application/json",
                     "Lambda-Runtime-Aws-Request-Id": inv.request_id,

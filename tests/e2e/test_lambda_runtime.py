@@ -103,12 +103,12 @@ def test_the_function_runs_on_python_3_13_with_only_tmp_writable(db_url: str, la
     pid = fn.proc.pid
     assert Path(f"/proc/{pid}/exe").resolve().name.startswith("python3.13")
     assert Path(f"/proc/{pid}/cwd").resolve() == Path("/var/task")
-    writable = []
+    top: dict[str, list[str]] = {}  # mount point -> options of the mount on top (later lines stack over earlier)
     for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
         fields = line.split()
-        point, options = fields[4], fields[5].split(",")
-        if "rw" in options and not point.startswith(("/proc", "/sys", "/dev")):
-            writable.append(point)
+        top[fields[4]] = fields[5].split(",")
+    writable = [point for point, options in top.items() if "rw" in options
+                and not point.startswith(("/proc", "/sys")) and point not in ("/dev", "/dev/pts")]
     assert writable == ["/tmp"]
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)

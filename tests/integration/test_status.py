@@ -90,6 +90,7 @@ def test_next_fire_reads_eventbridge_cron_in_the_schedule_time_zone():
     assert next_fire("cron(0/15 9-17 ? * MON-FRI *)", monday) == datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
     assert next_fire("cron(0 12 L * ? *)", monday) is None  # L/W/#: said to be unknown, never guessed
     assert next_fire("rate(5 minutes)", monday) is None
+    assert next_fire("cron(5,35/10 * * * ? *)", monday) == datetime(2026, 12, 7, 0, 55, tzinfo=UTC)  # 5, 35, 45, 55
 
 
 def test_status_reads_the_schedules_from_the_template_when_not_deployed(history, capsys, monkeypatch):

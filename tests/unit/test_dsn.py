@@ -82,3 +82,9 @@ def test_the_instance_identifier_is_never_taken_for_the_database_name(no_databas
         "postgresql://app:pw@db-1.abc.eu-west-1.rds.amazonaws.com:6432/shop"
     no_database_env.setenv("PGKEEPER_DATABASE_NAME", "orders")  # the deployment's parameter wins over the plan
     assert url_from_secret(RDS_CREDENTIALS, "arn:rds-credentials", settings).endswith(":6432/orders")
+
+
+def test_an_ipv6_host_is_bracketed_in_the_url(no_database_env):
+    no_database_env.setenv("PGKEEPER_DATABASE_HOST", "2001:db8::1")
+    no_database_env.setenv("PGKEEPER_DATABASE_NAME", "app")
+    assert url_from_secret(RDS_MANAGED, "arn:x") == "postgresql://postgres:s3cr%3At@[2001:db8::1]:5432/app"

@@ -68,7 +68,8 @@ def test_each_window_has_one_silence_alarm_on_work_proven_with_breaching_missing
     param = f"{window.capitalize()}SilenceHours"
     assert props["EvaluationPeriods"] == props["DatapointsToAlarm"] == {"Ref": param}
     assert param in props["AlarmDescription"]["Fn::Sub"]
-    assert alarm["Condition"] == "SilenceAlarmsOn"
+    # The drill is opt-in (RestoreDrills): its alarm exists only when drills run.
+    assert alarm["Condition"] == ("DrillSilenceAlarmOn" if window == "drill" else "SilenceAlarmsOn")
     assert props["AlarmActions"] == props["OKActions"] == ACTIONS
     assert logical_id == f"{window.capitalize()}SilenceAlarm"
 
@@ -100,8 +101,10 @@ def test_the_weekly_vacuum_window_says_it_alarms_after_one_missed_run(raw):
     assert "168" in description and "one missed run" in description and "7 days" in description
 
 
-@pytest.mark.parametrize("overrides", [{}, {"VacuumSilenceHours": "100", "SchedulesEnabled": "false",
-                                        "AnalyzeSchedule": "rate(2 hours)", "ScheduleTimezone": "Europe/Berlin"}])
+@pytest.mark.parametrize("overrides", [
+    {}, {"RestoreDrills": "true"},
+    {"VacuumSilenceHours": "100", "SchedulesEnabled": "false", "AnalyzeSchedule": "rate(2 hours)",
+     "ScheduleTimezone": "Europe/Berlin"}])
 def test_status_is_told_the_same_schedules_and_windows_as_the_silence_alarms(raw, overrides):
     from pgkeeper.status import DEFAULT_SILENCE_HOURS
 
@@ -111,8 +114,11 @@ def test_status_is_told_the_same_schedules_and_windows_as_the_silence_alarms(raw
         schedules, hours = json.loads(env["PGKEEPER_SCHEDULES"]), json.loads(env["PGKEEPER_SILENCE_HOURS"])
         assert schedules.pop("timezone") == t.parameters["ScheduleTimezone"]
         assert schedules.pop("enabled") == t.parameters["SchedulesEnabled"]
-        assert schedules == {window: t.resolve(raw["Resources"][f]["Properties"]["Events"][e]["Properties"][
+        expected = {window: t.resolve(raw["Resources"][f]["Properties"]["Events"][e]["Properties"][
             "ScheduleExpression"]) for window, (f, e) in WINDOW_SCHEDULES.items()}
+        if not t.condition("DrillsOn"):
+            expected["drill"] = ""  # no drill runs: status expects none
+        assert schedules == expected
         assert hours == {w: int(t.parameters[f"{w.capitalize()}SilenceHours"]) for w in metric_names.ALARM_WINDOWS}
     assert DEFAULT_SILENCE_HOURS == SILENCE_DEFAULTS  # status's defaults off AWS are the parameters'
 
@@ -128,7 +134,8 @@ def test_silence_alarms_exist_only_when_asked_for_and_the_schedules_are_on(raw, 
     assert raw["Parameters"]["SilenceAlarms"]["AllowedValues"] == ["true", "false"]
     assert Template(TEMPLATE, overrides).condition("SilenceAlarmsOn") is expected
     silence = {k for k, a in _alarms(raw).items() if a["Properties"]["MetricName"] == metric_names.WORK_PROVEN}
-    assert {k for k, a in _alarms(raw).items() if a.get("Condition") == "SilenceAlarmsOn"} == silence
+    assert {k for k, a in _alarms(raw).items()
+            if a.get("Condition") in ("SilenceAlarmsOn", "DrillSilenceAlarmOn")} == silence
     assert all("Condition" not in a for k, a in _alarms(raw).items() if k not in silence)
 
 
@@ -326,7 +333,10 @@ def _dashboard(raw: dict, silence_alarms_on: bool = True) -> dict:
     text, variables = raw["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     cond, when_on, when_off = variables["SilenceAlarmArns"]["Fn::If"]
     assert cond == "SilenceAlarmsOn" and when_off == ""
-    local = {"SilenceAlarmArns": _placeholders(raw, when_on["Fn::Sub"]) if silence_alarms_on else ""}
+    drill_cond, drill_on, drill_off = variables["DrillSilenceAlarmArn"]["Fn::If"]
+    assert drill_cond == "DrillSilenceAlarmOn" and drill_off == ""
+    local = {"SilenceAlarmArns": _placeholders(raw, when_on["Fn::Sub"]) if silence_alarms_on else "",
+             "DrillSilenceAlarmArn": _placeholders(raw, drill_on["Fn::Sub"]) if silence_alarms_on else ""}
     assert set(variables) == set(local)
     return json.loads(_placeholders(raw, text, local))
 
@@ -400,7 +410,7 @@ def test_dashboard_lists_every_alarm_that_exists(raw, silence_alarms_on):
     body = _dashboard(raw, silence_alarms_on)  # valid JSON either way
     listed = [arn for w in body["widgets"] if w["type"] == "alarm" for arn in w["properties"]["alarms"]]
     existing = {f"<{k}.Arn>" for k, a in _alarms(raw).items()
-                if silence_alarms_on or a.get("Condition") != "SilenceAlarmsOn"}
+                if silence_alarms_on or a.get("Condition") not in ("SilenceAlarmsOn", "DrillSilenceAlarmOn")}
     assert sorted(listed) == sorted(existing)
 
 

@@ -78,22 +78,22 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
             window = spec.alarm_window(options) if spec.alarm_window else None
             beat = heartbeat.for_window(plan.heartbeat, window)
             if beat:
-                beat.ping("start", seconds_left=budget.seconds_to_end())
+                beat.ping("start", seconds_left=budget.remaining())
             ctx = JobContext(plan=plan, db=db, budget=budget, options=options, run_id=run_id,
                              trigger=request.trigger)
             try:
                 report = as_dict(spec.run(ctx))
             except PgkeeperError as exc:
-                if beat:
-                    beat.ping("fail", _describe(exc), seconds_left=budget.seconds_to_end())
                 _record_failure(db, run_id, exc)
                 _count("JobFailed", spec.name)
+                if beat:
+                    beat.ping("fail", _describe(exc), seconds_left=budget.remaining())
                 raise
             except Exception as exc:
-                if beat:
-                    beat.ping("fail", _describe(exc), seconds_left=budget.seconds_to_end())
                 _record_failure(db, run_id, exc)
                 _count("JobFailed", spec.name)
+                if beat:
+                    beat.ping("fail", _describe(exc), seconds_left=budget.remaining())
                 raise JobFailedError(f"{spec.name} failed: {_describe(exc)}", run_id=run_id) from exc
         finally:
             if spec.needs_lock:
@@ -109,17 +109,17 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
         proven = window if status == "succeeded" else None
         if proven is not None:
             report["alarm_window"] = proven
-        if beat:
-            if status == "succeeded":
-                beat.ping("success", str(report.get("summary") or f"{spec.name} succeeded"),
-                          seconds_left=budget.seconds_to_end())
-            else:
-                beat.ping("fail", _failure_summary(spec.name, report), seconds_left=budget.seconds_to_end())
-            report["heartbeat"] = beat.outcomes
         db.on_main(lambda c: runs.finish(c, run_id, status, report, alarm_window=proven))
         _count(_OUTCOME_METRICS[status], spec.name)
         if proven is not None:
             _prove(proven)
+        if beat:  # last: the run is recorded and proven whatever the ping service does
+            if status == "succeeded":
+                beat.ping("success", str(report.get("summary") or f"{spec.name} succeeded"),
+                          seconds_left=budget.remaining())
+            else:
+                beat.ping("fail", _failure_summary(spec.name, report), seconds_left=budget.remaining())
+            report["heartbeat"] = beat.outcomes  # in the result and the log line; the row has the run's own
         logger.info(f"job {status}", extra={"report": report})
         _prune(db, plan.database.run_history_days)
         if status == "failed":

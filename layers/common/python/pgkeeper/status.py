@@ -29,6 +29,8 @@ SILENCE_HOURS_ENV = "PGKEEPER_SILENCE_HOURS"
 """JSON {"refresh": 3, "cleanup": 3, "vacuum": 168, "analyze": 3, "backup": 26, "drill": 168}."""
 DEFAULT_SILENCE_HOURS: dict[AlarmWindow, float] = {"refresh": 3, "cleanup": 3, "vacuum": 168, "analyze": 3,
                                                    "backup": 26, "drill": 168}
+GRACE = timedelta(hours=1)
+"""The alarms count whole hours: a run finishing minutes later than the last one is not overdue."""
 WINDOW_JOB: dict[AlarmWindow, str] = {"refresh": "refresh", "cleanup": "cleanup", "vacuum": "vacuum",
                                       "analyze": "vacuum", "backup": "backup", "drill": "backup"}
 
@@ -99,7 +101,7 @@ def build_status(conn: psycopg.Connection, deployment: Deployment, database: str
         at = proven.get(window)
         windows.append(WindowStatus(
             window=window, job=WINDOW_JOB[window], silence_hours=hours, last_proven=at,
-            overdue=at is None or now - at > timedelta(hours=hours),
+            overdue=at is None or now - at > timedelta(hours=hours) + GRACE,
             next_run=next_fire(schedule, now, deployment.timezone), schedule=schedule))
     jobs = []
     for job in sorted(set(WINDOW_JOB.values())):
@@ -114,7 +116,8 @@ def build_status(conn: psycopg.Connection, deployment: Deployment, database: str
     backup = None
     if row is not None:
         report = row[1] or {}
-        backup = {"finished_at": row[0].isoformat(), **{k: report[k] for k in ("key", "bytes", "rows") if k in report}}
+        backup = {"finished_at": row[0].isoformat(),
+                  **{k: report[k] for k in ("key", "bytes_in", "bytes_out", "rows") if k in report}}
     return StatusReport(checked_at=now, database=database, windows=windows, jobs=jobs,
                         newest_verified_backup=backup, overdue=[w.window for w in windows if w.overdue])
 
@@ -154,7 +157,8 @@ def _field(text: str, low: int, high: int, names: dict[str, int] | None = None) 
     values: set[int] = set()
     for part in text.upper().split(","):
         step = 1
-        if "/" in part:
+        stepped = "/" in part
+        if stepped:
             part, step_text = part.split("/", 1)
             step = int(step_text)
         if part in ("*", ""):
@@ -164,7 +168,7 @@ def _field(text: str, low: int, high: int, names: dict[str, int] | None = None) 
             start, end = (names or {}).get(a) or int(a), (names or {}).get(b) or int(b)
         else:
             start = (names or {}).get(part) or int(part)
-            end = high if "/" in text else start
+            end = high if stepped else start  # 5/10: from 5 on, every 10
         values |= set(range(start, end + 1, step))
     return values
 

@@ -1,6 +1,7 @@
 """Reading a backup back: stream the object, check its SHA-256, decompress, feed pg_restore.
 
-One pass, no temp file. When the stream restores into a database, pg_restore runs with
+One pass, no temp file (but for `restore_backup(jobs > 1)`: pg_restore --jobs needs a file, written
+only from a verified stream). When the stream restores into a database, pg_restore runs with
 --single-transaction and the final decompressed bytes are held back until the whole object's
 SHA-256 has matched the manifest: on a mismatch pg_restore is stopped before it can have read
 the end of the archive, so its transaction never commits and nothing is restored.
@@ -515,7 +516,7 @@ def _restore_parallel(body: Any, target: str, tool: Tool, *, manifest: Manifest,
         libpq, env = libpq_target(target, "pgkeeper/restore")
         started = time.monotonic()
         proc = subprocess.run([*argv, "--dbname", libpq, str(archive.path)], env=child_env(tool, env),
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, errors="replace")
         if proc.returncode != 0:
             raise RestoreError(f"pg_restore --jobs={jobs} failed (exit {proc.returncode}): "
                                f"{proc.stderr.strip()[-2000:]}; the target may hold a partial restore: drop and "

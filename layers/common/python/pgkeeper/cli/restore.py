@@ -96,10 +96,8 @@ def run_restore(args: argparse.Namespace) -> int:
         raise ConfigError(f"{where} already has {existing} table(s)/view(s)/sequence(s): restore into an empty "
                           "database (createdb NAME) or pass --allow-nonempty")
     jobs = max(1, args.jobs)
-    how = (f"{jobs} parallel jobs: the archive is checked and written to a temporary file first" if jobs > 1
-           else "one stream, one transaction")
     print(f"restoring s3://{store.bucket}/{ref.key} ({ref.size / 1e6:.1f} MB, taken {manifest.started_at}, "
-          f"{len(manifest.tables)} tables) into {where} ({how})", file=sys.stderr)
+          f"{len(manifest.tables)} tables) into {where}", file=sys.stderr)
     progress = ProgressLine(ref.size)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
@@ -121,6 +119,8 @@ def run_restore(args: argparse.Namespace) -> int:
                   f"{m['restored']}", file=sys.stderr)
         print(f"restore finished but {len(result['mismatches'])} table(s) differ from the manifest", file=sys.stderr)
         return 1
-    print(f"restored {result['tables']} tables, {result['rows']} rows in {result['seconds']:.1f} s; SHA-256 and "
-          "every row count match the manifest", file=sys.stderr)
+    how = (f"{result['jobs']} parallel jobs from a verified temporary copy" if result["jobs"] > 1
+           else "one stream, one transaction")
+    print(f"restored {result['tables']} tables, {result['rows']} rows in {result['seconds']:.1f} s ({how}); SHA-256 "
+          "and every row count match the manifest", file=sys.stderr)
     return 0

@@ -73,6 +73,8 @@ def url_from_secret(value: str, arn: str = "secret", settings: DatabaseSettings 
     port = setting(PORT_ENV, "port", "port") or "5432"
     user = quote(str(data["username"]), safe="")
     pw = quote(str(data["password"]), safe="")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
     return f"postgresql://{user}:{pw}@{host}:{port}/{quote(name, safe='')}"
 
 
