@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -844,3 +845,28 @@ def test_parallel_restore_of_a_tampered_object_restores_nothing_and_leaves_no_fi
     with psycopg.connect(target) as dst:
         assert dst.execute("SELECT count(*) FROM pg_class WHERE relname = 'users'").fetchone()[0] == 0
     assert list(scratch.iterdir()) == []  # the decompressed archive is gone
+
+
+def test_a_drill_drops_the_scratch_databases_of_runs_that_ended_and_leaves_the_others(seeded, plan, s3, pg,
+                                                                                      admin_url):
+    """A run killed by the Lambda timeout never reaches its own DROP; the next drill sweeps what
+    it left, but never a running run's scratch database nor one its history does not know."""
+    _run()
+    ended, running, unknown = (str(uuid.uuid4()) for _ in range(3))
+    pg.execute("INSERT INTO pgkeeper.runs (run_id, job, trigger, status, options) VALUES "
+               "(%s, 'backup', 'schedule', 'failed', '{}'), (%s, 'backup', 'schedule', 'running', '{}')",
+               [ended, running])
+    names = {run: scratch_prefix(run) + "abc123" for run in (ended, running, unknown)}
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        for name in names.values():
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        assert _run({"drill": True})["status"] == "succeeded"
+        with psycopg.connect(admin_url) as c:
+            left = {r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+                                            [list(names.values())]).fetchall()}
+        assert left == {names[running], names[unknown]}
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            for name in names.values():
+                c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

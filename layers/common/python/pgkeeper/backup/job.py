@@ -23,6 +23,7 @@ import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..db import runs
 from ..db.dsn import redact, session_conninfo
 from ..errors import ConfigError, PgkeeperError, first_line
 from ..idents import display
@@ -223,7 +224,7 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
     try:
         verification = verify_backup(s3, bucket, manifest, pg_restore, mode=mode,
                                      server_conninfo=verify_server, settings=ctx.db.settings,
-                                     run_id=ctx.run_id)
+                                     run_id=ctx.run_id, run_ended=lambda prefix: runs.run_ended(ctx.db.conn, prefix))
     except PgkeeperError as exc:
         _discard(store, key, "verification failed")
         if isinstance(exc, VerificationError):
@@ -361,7 +362,8 @@ def _drill(ctx: JobContext, store: BackupStore) -> DrillReport:
             "(`pgkeeper restore --verify`)")
     logger.info("restore drill started", extra={"key": ref.key, "bytes_in": manifest.bytes_in})
     verification = verify_backup(store.s3, store.bucket, manifest, pg_restore, mode="restore",
-                                 server_conninfo=server, run_id=ctx.run_id, settings=ctx.db.settings)
+                                 server_conninfo=server, run_id=ctx.run_id, settings=ctx.db.settings,
+                                 run_ended=lambda prefix: runs.run_ended(ctx.db.conn, prefix))
     seconds = verification.duration_s or 0.0
     assert verification.restore is not None  # restore mode always compares the rows
     return DrillReport(

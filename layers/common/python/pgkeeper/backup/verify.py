@@ -10,8 +10,10 @@ database is dropped afterwards.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 import psycopg
@@ -35,6 +37,29 @@ def scratch_prefix(run_id: str) -> str:
     """How every scratch database of run `run_id` is named: a leftover names the run that made it."""
     return f"pgkeeper_verify_{run_id.replace('-', '')[:12]}_"
 
+_SCRATCH = re.compile(r"^pgkeeper_verify_([0-9a-f]{12})_[0-9a-f]{6}$")
+
+
+def sweep_leftovers(admin: psycopg.Connection, run_ended: Callable[[str], bool]) -> list[str]:
+    """Drop the scratch databases of runs that have ended (a run killed by the Lambda timeout never
+    reached its own DROP). `run_ended(prefix)` answers from the run history for a run-id prefix; a
+    scratch database of a run it does not know (another database's) or of a running one is left."""
+    dropped = []
+    for (name,) in admin.execute("SELECT datname FROM pg_catalog.pg_database "
+                                 "WHERE datname LIKE 'pgkeeper\\_verify\\_%'").fetchall():
+        m = _SCRATCH.match(name)
+        if m and run_ended(m.group(1)):
+            try:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                dropped.append(name)
+            except psycopg.Error as exc:
+                logger.warning("could not drop a leftover scratch database", extra={"database": name,
+                                                                                     "error": str(exc)[:300]})
+    if dropped:
+        logger.info("dropped leftover scratch databases", extra={"databases": dropped})
+    return dropped
+
+
 def verify_backup(
     s3: Any,
     bucket: str,
@@ -45,6 +70,7 @@ def verify_backup(
     server_conninfo: str,
     run_id: str,
     settings: DatabaseSettings | None = None,
+    run_ended: Callable[[str], bool] | None = None,
 ) -> Verification:
     """Raise VerificationError (ChecksumMismatchError) unless the object reads back as written.
 
@@ -61,6 +87,8 @@ def verify_backup(
         if mode == "restore":
             server = Database.for_url(server_conninfo, settings or DatabaseSettings(), "backup")
             admin = server.connect(autocommit=True, purpose=PURPOSE)
+            if run_ended is not None:
+                sweep_leftovers(admin, run_ended)
             scratch = f"{scratch_prefix(run_id)}{uuid.uuid4().hex[:6]}"
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
             scratch_db = server.on_database(scratch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -45,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 class ProgressLine:
@@ -99,6 +104,9 @@ def run_restore(args: argparse.Namespace) -> int:
     print(f"restoring s3://{store.bucket}/{ref.key} ({ref.size / 1e6:.1f} MB, taken {manifest.started_at}, "
           f"{len(manifest.tables)} tables) into {where}", file=sys.stderr)
     progress = ProgressLine(ref.size)
+    # A supervisor's SIGTERM (a CI timeout, `timeout 600 pgkeeper restore`) unwinds like Ctrl-C, so the
+    # temporary archive is removed and pg_restore stopped, instead of both outliving the command.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
                                 on_progress=progress, settings=settings, jobs=jobs)

@@ -294,3 +294,11 @@ def last_runs(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def run_ended(conn: psycopg.Connection, run_id_prefix: str) -> bool:
+    """Whether the run whose id (without dashes) starts with `run_id_prefix` is recorded as ended."""
+    row = conn.execute(
+        "SELECT 1 FROM pgkeeper.runs WHERE replace(run_id::text, '-', '') LIKE %s "
+        "AND status NOT IN ('running', 'queued') LIMIT 1", [run_id_prefix + "%"]).fetchone()
+    return row is not None
