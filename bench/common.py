@@ -38,21 +38,17 @@ def pgkeeper_env(plan: str | os.PathLike[str], url: str | None = None) -> Iterat
     """Point pgkeeper's jobs at `plan` (and the database `url`) for the block, then give the caller's
     PGKEEPER_PLAN and DATABASE_URL back; the cached plan is dropped on the way in and out."""
     from pgkeeper import config
+    from pgkeeper.local.invoke import environment
 
-    saved = {k: os.environ.get(k) for k in ("PGKEEPER_PLAN", "DATABASE_URL")}
-    os.environ["PGKEEPER_PLAN"] = str(plan)
+    values: dict[str, str | None] = {"PGKEEPER_PLAN": str(plan)}
     if url is not None:
-        os.environ["DATABASE_URL"] = url
-    config.reset()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        values["DATABASE_URL"] = url
+    with environment(values):
         config.reset()
+        try:
+            yield
+        finally:
+            config.reset()
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -35,23 +35,20 @@ from psycopg.conninfo import conninfo_to_dict
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _backup(env: dict) -> dict:
-    code = ("import json; from pgkeeper import runner; from pgkeeper.backup.job import JOB; "
-            "from pgkeeper.events import JobEvent; import sys; "
-            "opts = json.loads(sys.argv[1]); "
-            "r = runner.execute(JOB, JobEvent(job='backup', options=opts, trigger='invoke'), None); "
-            "print('BENCH ' + json.dumps(r['report']))")
+_JOB = ("import json, sys; from pgkeeper import runner; from pgkeeper.backup.job import JOB; "
+        "from pgkeeper.events import JobEvent; "
+        "r = runner.execute(JOB, JobEvent(job='backup', options=json.loads(sys.argv[1]), trigger='invoke'), None); "
+        "print('BENCH ' + json.dumps(r['report']))")
 
-    def run(options: dict) -> dict:
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps(options)], env=env, capture_output=True,
-                              text=True)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-            raise SystemExit("bench restore: the pgkeeper run failed")
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
-        return json.loads(line[6:])
 
-    return {"backup": run({}), "drill": run}
+def _backup_job(env: dict, options: dict) -> dict:
+    """One run of the backup job (a backup, or with {"drill": true} a drill) in a fresh process: its report."""
+    proc = subprocess.run([sys.executable, "-c", _JOB, json.dumps(options)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit("bench restore: the pgkeeper run failed")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
+    return json.loads(line[6:])
 
 
 def main(quick: bool) -> dict:
@@ -82,8 +79,7 @@ def main(quick: bool) -> dict:
             plan.write_text(f"version: 1\nbackup:\n  bucket: {BUCKET}\n  verify: list\n"
                             "  retention:\n    enabled: false\n")
             cenv = {**env, "DATABASE_URL": url, "PGKEEPER_PLAN": str(plan)}
-            runs = _backup(cenv)
-            backup = runs["backup"]
+            backup = _backup_job(cenv, {})
             key, mb = backup["key"], backup["bytes_in"] / 1e6
             print(f"bench restore: backup {key}: {mb:.0f} MB archive, {backup['rows']} rows", file=sys.stderr)
             dbname = str(conninfo_to_dict(url)["dbname"])
@@ -102,7 +98,7 @@ def main(quick: bool) -> dict:
                         times[name].append(_shell(cmd, cenv))
                         print(f"  {name}: {times[name][-1]:.1f} s", file=sys.stderr)
                 t0 = time.monotonic()
-                drill = runs["drill"]({"drill": True})
+                drill = _backup_job(cenv, {"drill": True})
                 drills.append(drill.get("restore_s") or time.monotonic() - t0)
                 print(f"  D (drill): {drills[-1]:.1f} s", file=sys.stderr)
     finally:

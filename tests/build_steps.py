@@ -9,6 +9,7 @@ so one worker builds once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import shutil
@@ -27,6 +28,7 @@ RUNTIME_PACKAGES = ["boto3", "awslambdaric"]
 that starts the handler (`python -m awslambdaric app.lambda_handler`)."""
 
 
+@functools.cache
 def python313() -> str | None:
     """A CPython 3.13 (the template's runtime) on this machine: PGKEEPER_PYTHON313, python3.13 on PATH,
     or pyenv's; None when there is none (`scripts/python313.sh` says how to get one)."""
@@ -60,10 +62,7 @@ class SlowSteps:
     def _spawn(self, step: str) -> None:
         if step in self._running:
             return
-        if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="pgk-slow-steps-"))
-        out = self._root / step
-        out.mkdir()
+        out = self.scratch(step)
         if step == "runtime":
             machine = {"arm64": "aarch64", "x86_64": "x86_64"}[HOST_ARCH]
             result = out / "runtime"

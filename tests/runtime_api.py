@@ -26,9 +26,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from quiet_http import QuietHandler, QuietServer
 
 from pgkeeper.local.invoke import stringify
 from pgkeeper.local.template import Template
@@ -63,15 +65,6 @@ class Invocation:
         return json.loads(self.body)
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A function killed mid-request (stop()) resets its connection: not an error of the test."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
 class RuntimeApi:
     """Lambda's Runtime API and Invoke API for one function, on 127.0.0.1."""
 
@@ -84,7 +77,7 @@ class RuntimeApi:
         self.async_invocations: list[Invocation] = []
         self.ready_at: float | None = None
         """time.monotonic() of the first `next` request: the function's init is done (Lambda's Init Duration)."""
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self._server = QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -108,11 +101,8 @@ class RuntimeApi:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's signature
-                pass
 
             def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)

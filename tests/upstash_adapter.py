@@ -22,11 +22,11 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
+from quiet_http import QuietHandler, QuietServer
 
 
 def encode(value: Any, base64_mode: bool) -> Any:
@@ -49,16 +49,13 @@ def error_text(exc: redis.ResponseError) -> str:
     return text if first.isupper() and first.isalpha() else f"ERR {text}"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connection, as with Upstash
     server: UpstashAdapter
 
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read results, not logs
-        return
 
     def do_GET(self) -> None:
         self._serve(body=None)
@@ -117,10 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class UpstashAdapter(ThreadingHTTPServer):
+class UpstashAdapter(QuietServer):
     """`UpstashAdapter(redis_url, token)`; `.url` is what UPSTASH_REDIS_REST_URL would hold."""
 
-    daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, redis_url: str, token: str, host: str = "127.0.0.1", port: int = 0) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
 from ..plan.backup import Retention
@@ -69,8 +69,6 @@ def lock_until(taken_at: datetime, reasons: Sequence[str], policy: Retention, no
     year would keep them all. Never shorter than the policy keeps a backup while backups keep
     coming, so retention never wants to delete a backup whose lock it set before the lock runs
     out, except around a month shorter than 31 days (then it waits for the lock)."""
-    from datetime import date, timedelta
-
     days = max(policy.daily, 1)
     for reason in reasons:
         kind, _, period = reason.partition(" ")

@@ -190,16 +190,11 @@ class BackupStore:
         until = head.get("ObjectLockRetainUntilDate")
         return until.astimezone(UTC) if until else None
 
-    def lock(self, ref: BackupRef, until: datetime, mode: str) -> datetime:
+    def lock(self, ref: BackupRef, until: datetime, mode: str) -> None:
         """Extend (never shorten: compliance mode forbids it) the lock of a backup's dump and manifest
-        to `until`; returns the date the dump is locked until afterwards."""
-        dump_until = until
+        to `until`."""
         for key in (ref.key, ref.manifest_key):
             current = self.locked_until(key)
-            if current is not None and current >= until:
-                if key == ref.key:
-                    dump_until = current
-                continue
-            self.s3.put_object_retention(Bucket=self.bucket, Key=key,
-                                         Retention={"Mode": mode, "RetainUntilDate": until})
-        return dump_until
+            if current is None or current < until:
+                self.s3.put_object_retention(Bucket=self.bucket, Key=key,
+                                             Retention={"Mode": mode, "RetainUntilDate": until})

@@ -10,8 +10,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import import_module
 
 import psycopg
@@ -48,22 +46,10 @@ def env_file_values(path: str | None) -> dict[str, str]:
     return values
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def run_check(args: argparse.Namespace) -> int:
-    with _environment(env_file_values(args.env_vars)):
+    from ..local.invoke import environment
+
+    with environment(dict(env_file_values(args.env_vars))):
         path = args.plan or os.environ.get(PLAN_ENV)
         plan = load_plan(path)
         print(f"plan {path}: valid", file=sys.stderr)

@@ -106,7 +106,7 @@ def run_restore(args: argparse.Namespace) -> int:
     progress = ProgressLine(ref.size)
     # A supervisor's SIGTERM (a CI timeout, `timeout 600 pgkeeper restore`) unwinds like Ctrl-C, so the
     # temporary archive is removed and pg_restore stopped, instead of both outliving the command.
-    signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
                                 on_progress=progress, settings=settings, jobs=jobs)
@@ -117,6 +117,7 @@ def run_restore(args: argparse.Namespace) -> int:
     except BackupError as exc:
         raise RestoreError(f"{exc}; nothing was committed to {where}") from exc
     finally:
+        signal.signal(signal.SIGTERM, previous)
         progress.done()
     result["target"] = where
     if args.json:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..db import Database
+from ..errors import ConfigError
 from ..plan import PLAN_ENV, Plan, load_plan
 from ..status import SCHEDULES_ENV, Deployment
 
@@ -36,7 +37,7 @@ def deployment_of(args: argparse.Namespace) -> Deployment:
         return Deployment.from_env()
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
     if not Path(args.template).is_file():
-        raise SystemExit(f"pgkeeper status: no {args.template} (give --template, or set {SCHEDULES_ENV})")
+        raise ConfigError(f"no {args.template}: give --template, or set {SCHEDULES_ENV} as a deployed function has it")
     template = Template(args.template, overrides)
     any_function = template.function_ids()[0]
     environment = {k: str(v) for k, v in template.function(any_function).environment.items()}

@@ -115,6 +115,25 @@ def stringify(value: Any) -> str:
     return str(value)
 
 
+@contextlib.contextmanager
+def environment(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (None: unset) these variables for the block, then give the caller's values back."""
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+
+
 def function_env(fn: FunctionConfig, env_vars: dict[str, dict[str, Any]], shell: dict[str, str],
                  region: str) -> tuple[dict[str, str], list[str]]:
     """The function's environment as `sam local invoke` builds it, with /opt/ paths mapped to layers."""
