@@ -120,18 +120,18 @@ def environment(values: dict[str, str | None]) -> Iterator[None]:
     """Set (None: unset) these variables for the block, then give the caller's values back."""
     saved = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply(values)
         yield
     finally:
-        for k, old in saved.items():
-            if old is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = old
+        _apply(saved)
+
+
+def _apply(values: dict[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def function_env(fn: FunctionConfig, env_vars: dict[str, dict[str, Any]], shell: dict[str, str],
