@@ -31,9 +31,11 @@ from ..jobs import JobContext, JobSpec, Options, SparseReport
 from ..log import logger, metrics
 from ..metric_names import AlarmWindow
 from ..plan import Plan
+from ..plan.backup import BackupPlan
 from ..plan.base import split_name
 from . import manifest as mf
 from . import pgtools
+from .encryption import Encryptor, parse_identities, parse_recipients
 from .errors import BackupError, VerificationError
 from .manifest import Verification
 from .pipeline import MultipartUpload, Progress, dump_to_s3
@@ -168,12 +170,15 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
     mode = opts.verify or plan.verify
     # Resolved before anything is dumped: a misconfigured restore test must not cost a whole upload.
     verify_server = _verify_server(ctx, plan.verify_server_url_env) if mode == "restore" else ""
+    recipients = plan.age_recipients()
+    identities = _identities(plan) if recipients and mode == "restore" else None
     taken_at = datetime.now(UTC)
-    key = store.new_key(taken_at, ctx.run_id, opts.label)
+    key = store.new_key(taken_at, ctx.run_id, opts.label, encrypted=bool(recipients))
     upload = MultipartUpload(s3, bucket, key, concurrency=plan.upload_concurrency,
                              metadata={"pgkeeper-run-id": ctx.run_id,
                                        "pgkeeper-database": database_folder(database).rstrip("/")},
-                             time_left=lambda: ctx.budget.remaining() - VERIFY_RESERVE_S)
+                             time_left=lambda: ctx.budget.remaining() - VERIFY_RESERVE_S,
+                             content_type="application/age" if recipients else "application/zstd")
     timeout_s = max(60.0, ctx.budget.remaining())
 
     with Snapshot(ctx.db, timeout_s=timeout_s) as snap:
@@ -199,6 +204,7 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
                     part_size=plan.part_size_mib * 1024 * 1024,
                     deadline=lambda p: _out_of_time(ctx, p),
                     on_part=ctx.extra.get("on_part"),
+                    encryptor=Encryptor(parse_recipients(recipients)) if recipients else None,
                 )
             except BaseException:
                 counting.cancel()
@@ -219,11 +225,11 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
         excluded=mf.Excluded(schemas=list(plan.exclude_schemas), tables=list(plan.exclude_tables),
                              table_data=list(plan.exclude_table_data)),
         level=plan.compression_level, threads=plan.compression_threads, run_id=ctx.run_id, label=opts.label,
-        timings=timings,
+        timings=timings, recipients=recipients,
     )
     try:
         verification = verify_backup(s3, bucket, manifest, pg_restore, mode=mode,
-                                     server_conninfo=verify_server, settings=ctx.db.settings,
+                                     server_conninfo=verify_server, settings=ctx.db.settings, identities=identities,
                                      run_id=ctx.run_id, run_ended=lambda prefix: runs.run_ended(ctx.db.conn, prefix))
     except PgkeeperError as exc:
         _discard(store, key, "verification failed")
@@ -361,8 +367,10 @@ def _drill(ctx: JobContext, store: BackupStore) -> DrillReport:
             "nothing was proven; give the function a longer timeout or drill from a machine "
             "(`pgkeeper restore --verify`)")
     logger.info("restore drill started", extra={"key": ref.key, "bytes_in": manifest.bytes_in})
+    identities = _identities(ctx.plan.backup) if manifest.encryption is not None else None
     verification = verify_backup(store.s3, store.bucket, manifest, pg_restore, mode="restore",
                                  server_conninfo=server, run_id=ctx.run_id, settings=ctx.db.settings,
+                                 identities=identities,
                                  run_ended=lambda prefix: runs.run_ended(ctx.db.conn, prefix))
     seconds = verification.duration_s or 0.0
     assert verification.restore is not None  # restore mode always compares the rows
@@ -372,6 +380,24 @@ def _drill(ctx: JobContext, store: BackupStore) -> DrillReport:
         tables=len(manifest.tables), rows=verification.restore.rows, bytes_in=manifest.bytes_in,
         restore_s=seconds, throughput_mb_s=round(manifest.bytes_in / 1e6 / seconds, 2) if seconds else 0.0,
         server=redact(server))
+
+
+def _identities(plan: BackupPlan) -> list[Any]:
+    """The age identity a restore test or drill decrypts with: backup.age.identity_env names an env var
+    holding it, or holding the ARN of a Secrets Manager secret that does."""
+    env_name = plan.age.identity_env if plan.age is not None else None
+    if not env_name:
+        raise ConfigError("restoring an encrypted backup in a run (verify: restore, drill) needs its identity: set "
+                          "backup.age.identity_env (the backup function can otherwise not read its backups, "
+                          "by design)")
+    value = os.environ.get(env_name, "").strip()
+    if not value:
+        raise ConfigError(f"backup.age.identity_env names {env_name}, which is not set")
+    if value.startswith("arn:aws:secretsmanager:"):
+        from ..secrets import get_secret
+
+        return parse_identities(get_secret(value), f"the secret in {env_name}")
+    return parse_identities(value, f"env {env_name}")
 
 
 def _dry_run(ctx: JobContext, store: BackupStore) -> BackupDryRunReport:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import __version__ as pgkeeper_version
 from ..errors import PgkeeperError
@@ -24,7 +24,10 @@ from .snapshot import TableCount
 FORMAT_NAME = "pgkeeper-backup"
 FORMAT_VERSION = 1
 FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
-READABLE_VERSIONS = frozenset({1})
+ENCRYPTED_FORMAT = f"{FORMAT_NAME}/2"
+"""An encrypted backup's manifest: version 2, so a pgkeeper that cannot decrypt refuses it by name
+instead of calling the object damaged. Unencrypted backups stay version 1 (every reader reads them)."""
+READABLE_VERSIONS = frozenset({1, 2})
 
 
 class ManifestError(PgkeeperError):
@@ -48,6 +51,13 @@ class Archive(_Part):
     compression: Literal["zstd"] = "zstd"
     zstd_level: int
     zstd_threads: int
+
+
+class Encryption(_Part):
+    """How the stored object is sealed: `age(zstd(pg_dump))`, for any one of `recipients`' identities."""
+
+    method: Literal["age"] = "age"
+    recipients: list[str]
 
 
 class TableRef(_Part):
@@ -85,7 +95,8 @@ class Verification(SparseModel):
     so a manifest read and written again is the same document."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
-    SPARSE: ClassVar[frozenset[str]] = frozenset({"bytes_read", "decoded", "tables", "restore", "duration_s"})
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"bytes_read", "decoded", "tables", "restore", "duration_s",
+                                                  "sealed"})
 
     mode: Literal["list", "restore"]
     ok: bool
@@ -97,6 +108,10 @@ class Verification(SparseModel):
     restore: RestoreCheck | None = None
     """`restore` mode: the scratch database's row counts against the manifest's."""
     duration_s: float | None = None
+    sealed: bool | None = None
+    """Encrypted, and verified without an identity: the stored bytes' SHA-256 and the age header (one
+    stanza per recipient) were checked; the table of contents could not be read (the compressed
+    stream was decoded in full before encryption, in the upload's pipeline)."""
 
 
 class Manifest(BaseModel):
@@ -131,6 +146,8 @@ class Manifest(BaseModel):
     verification: Verification | None = None
     """How the backup was proven before this manifest was written (verify.py's report)."""
     finished_at: str | None = None
+    encryption: Encryption | None = None
+    """Set only in format 2: the object must be decrypted (age) before it is decompressed."""
 
     @field_validator("format")
     @classmethod
@@ -140,6 +157,13 @@ class Manifest(BaseModel):
             raise ValueError(f"{value!r} is not a backup format this pgkeeper reads "
                              f"({', '.join(f'{FORMAT_NAME}/{v}' for v in sorted(READABLE_VERSIONS))})")
         return value
+
+    @model_validator(mode="after")
+    def _sealed_iff_v2(self) -> Manifest:
+        if (self.format == ENCRYPTED_FORMAT) != (self.encryption is not None):
+            raise ValueError(f"format {self.format} and encryption {'set' if self.encryption else 'absent'} disagree "
+                             f"(only {ENCRYPTED_FORMAT} manifests describe encrypted backups)")
+        return self
 
     @classmethod
     def parse(cls, data: bytes | str, where: str) -> Manifest:
@@ -152,7 +176,9 @@ class Manifest(BaseModel):
                                 f"({exc.error_count()} problem(s))") from None
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(by_alias=True, indent=2).encode()
+        # A format-1 manifest stays the document every earlier reader knows: no `encryption: null`.
+        skip = {"encryption"} if self.encryption is None else None
+        return self.model_dump_json(by_alias=True, indent=2, exclude=skip).encode()
 
     def table_names(self) -> list[tuple[str, str]]:
         return [(t.schema_name, t.name) for t in self.tables]
@@ -183,8 +209,11 @@ def build(
     run_id: str,
     label: str | None,
     timings: dict[str, float],
+    recipients: list[str] | None = None,
 ) -> Manifest:
     return Manifest(
+        format=ENCRYPTED_FORMAT if recipients else FORMAT,
+        encryption=Encryption(recipients=recipients) if recipients else None,
         key=result.key, bucket=bucket, database=database, server=server, server_version=server_version,
         pg_dump_version=pg_dump_version, archive=Archive(zstd_level=level, zstd_threads=threads),
         sha256=result.sha256, bytes_in=result.bytes_in, bytes_out=result.bytes_out,

@@ -25,6 +25,7 @@ from typing import Any
 import zstandard
 
 from ..log import logger
+from .encryption import Encryptor
 from .errors import BackupError
 from .roundtrip import RoundTrip
 
@@ -75,8 +76,10 @@ class MultipartUpload:
     """
 
     def __init__(self, s3: Any, bucket: str, key: str, *, concurrency: int, metadata: dict[str, str],
-                 time_left: Callable[[], float] | None = None, abort_wait_s: float = ABORT_WAIT_S) -> None:
+                 time_left: Callable[[], float] | None = None, abort_wait_s: float = ABORT_WAIT_S,
+                 content_type: str = "application/zstd") -> None:
         self.s3 = s3
+        self._content_type = content_type
         self._abort_wait_s = abort_wait_s
         self.bucket = bucket
         self.key = key
@@ -95,7 +98,7 @@ class MultipartUpload:
 
     def start(self) -> None:
         resp = _bounded(lambda: self.s3.create_multipart_upload(
-            Bucket=self.bucket, Key=self.key, ContentType="application/zstd", Metadata=self._metadata,
+            Bucket=self.bucket, Key=self.key, ContentType=self._content_type, Metadata=self._metadata,
         ), self._limit(), "creating the multipart upload")
         self.upload_id = resp["UploadId"]
 
@@ -276,8 +279,10 @@ def dump_to_s3(
     part_size: int,
     deadline: Callable[[Progress], bool] | None = None,
     on_part: Callable[[Progress], None] | None = None,
+    encryptor: Encryptor | None = None,
 ) -> UploadResult:
-    """Run pg_dump (`argv`) and stream its output, compressed, into `upload`.
+    """Run pg_dump (`argv`) and stream its output, compressed (then, with `encryptor`, encrypted),
+    into `upload`. The round-trip decode checks the compressed stream; the SHA-256 covers what is stored.
 
     `deadline(progress)` returning True stops the dump (the Lambda is about to run out of time).
     `on_part(progress)` is called after each part is handed to the uploader.
@@ -303,10 +308,18 @@ def dump_to_s3(
         chunks = PipeChunks(proc.stdout, READ_SIZE)
         upload.start()
 
+        def stored(data: bytes) -> bytes:
+            """What goes to S3 for compressed `data` (the decoder sees the compressed stream)."""
+            if encryptor is None:
+                return data
+            check.feed(data)
+            return encryptor.push(data)
+
         def emit(data: bytes) -> None:
             nonlocal number
             sha.update(data)
-            check.feed(data)
+            if encryptor is None:
+                check.feed(data)
             upload.submit(number, data)
             progress.parts = number
             progress.bytes_out += len(data)
@@ -317,7 +330,7 @@ def dump_to_s3(
         for chunk in chunks:
             progress.bytes_in += len(chunk)
             out = comp.compress(chunk)
-            if out:
+            if out and (out := stored(out)):
                 buf += out
                 while len(buf) >= (size := part_size_for(number, part_size)):
                     emit(_take(buf, size))
@@ -331,13 +344,17 @@ def dump_to_s3(
             how = f"was killed by signal {-rc}" if rc < 0 else f"failed (exit {rc})"
             detail = stderr.text()
             raise BackupError(f"pg_dump {how}" + (f": {detail[-2000:]}" if detail else ""))
-        buf += comp.flush()
+        buf += stored(comp.flush())
+        if encryptor is not None:
+            buf += encryptor.finish()
         while buf:
             emit(_take(buf, part_size_for(number, part_size)))
         check.finish(progress.bytes_in)  # before complete(): a stream that does not decode never appears
         upload.complete()
     except BaseException as exc:
         check.cancel()
+        if encryptor is not None:
+            encryptor.cancel()
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()

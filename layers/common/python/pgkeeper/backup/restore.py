@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..db import Database
 from ..plan.database import DatabaseSettings
+from .encryption import DecryptingReader
 from .errors import BackupError, ChecksumMismatchError, RestoreError
 from .pgtools import Tool, child_env, fetch_server_version_num, find, libpq_target
 from .pipeline import StderrTail
@@ -224,8 +225,12 @@ def stream_archive(
     hold_back: bool,
     decode_all: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    identities: Sequence[Any] | None = None,
 ) -> StreamStats:
     """Feed the decompressed object to every sink; check the SHA-256 before the last bytes go out.
+
+    `identities`: the object is age-encrypted; it is decrypted with them before it is decompressed
+    (the SHA-256 covers the stored, encrypted bytes).
 
     `decode_all=False`: stop decompressing once every sink has stopped reading (pg_restore --list
     after the table of contents); the rest of the object is still read and hashed.
@@ -234,12 +239,13 @@ def stream_archive(
     """
     started = time.monotonic()
     reader = Prefetcher(body)
+    plain: Prefetcher | DecryptingReader = reader if identities is None else DecryptingReader(reader, identities)
     decompressed = 0
     pending: bytes | None = None
     try:
         try:
             # zstandard's stubs ask for IO[bytes]; any object with read() is accepted.
-            with zstandard.ZstdDecompressor().stream_reader(reader, read_size=READ_SIZE,  # type: ignore[arg-type]
+            with zstandard.ZstdDecompressor().stream_reader(plain, read_size=READ_SIZE,  # type: ignore[arg-type]
                                                            read_across_frames=True, closefd=False) as zr:
                 while True:
                     chunk = zr.read(READ_SIZE)
@@ -259,8 +265,10 @@ def stream_archive(
         except zstandard.ZstdError as exc:
             raise ChecksumMismatchError(f"the object cannot be decompressed ({exc}): it was altered or damaged "
                                         "after upload") from exc
-        while reader.read(READ_SIZE):
+        while plain.read(READ_SIZE):
             pass  # bytes after the zstd data would still count in the object's checksum
+        while reader.read(READ_SIZE):
+            pass
         digest = reader.sha.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256:
             raise ChecksumMismatchError(
@@ -276,6 +284,8 @@ def stream_archive(
             sink.kill()
         raise
     finally:
+        if plain is not reader:
+            plain.close()
         reader.close()
     return StreamStats(digest, reader.bytes, decompressed, time.monotonic() - started)
 
@@ -442,6 +452,7 @@ def restore_backup(
     settings: DatabaseSettings | None = None,
     jobs: int = 1,
     workdir: Path | None = None,
+    identities: Sequence[Any] | None = None,
 ) -> dict:
     """Restore backup `ref` into the database `target` and compare its row counts with the manifest.
 
@@ -457,18 +468,19 @@ def restore_backup(
     """
     from .snapshot import count_tables
 
+    identities = require_identities(manifest, identities, ref.key)
     db = target_database(target, settings)
     with db.connect(autocommit=True, purpose="check") as conn:
         version_num = fetch_server_version_num(conn)
     body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
     if jobs > 1 and not parallel_blocker(tool, version_num):
         stats = _restore_parallel(body, target, tool, manifest=manifest, jobs=jobs, with_owners=with_owners,
-                                  on_progress=on_progress, workdir=workdir)
+                                  on_progress=on_progress, workdir=workdir, identities=identities)
     else:
         jobs = 1
         sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
         stats = stream_archive(body, [sink], expected_sha256=manifest.sha256, hold_back=True,
-                               on_progress=on_progress)
+                               on_progress=on_progress, identities=identities)
     with db.connect(autocommit=True, purpose="count") as conn:
         restored = count_tables(conn, manifest.table_names())
     expected = manifest.counts()
@@ -487,6 +499,17 @@ def restore_backup(
     }
 
 
+def require_identities(manifest: Manifest, identities: Sequence[Any] | None, key: str) -> Sequence[Any] | None:
+    """The identities to decrypt with: required for an encrypted backup, refused for a plain one."""
+    if manifest.encryption is None:
+        return None
+    if not identities:
+        raise RestoreError(f"{key} is encrypted with age for {len(manifest.encryption.recipients)} recipient(s) "
+                           f"({', '.join(r[:16] + '…' for r in manifest.encryption.recipients)}): pass an identity "
+                           "file (pgkeeper restore --identity key.txt)")
+    return identities
+
+
 def parallel_blocker(tool: Tool, server_version_num: int) -> str | None:
     """Why `--jobs` cannot be used with this pg_restore and server (None: it can)."""
     if tool.major >= 17 and server_version_num < 170000:
@@ -496,7 +519,8 @@ def parallel_blocker(tool: Tool, server_version_num: int) -> str | None:
 
 
 def _restore_parallel(body: Any, target: str, tool: Tool, *, manifest: Manifest, jobs: int, with_owners: bool,
-                      on_progress: Callable[[int, int], None] | None, workdir: Path | None) -> StreamStats:
+                      on_progress: Callable[[int, int], None] | None, workdir: Path | None,
+                      identities: Sequence[Any] | None) -> StreamStats:
     import shutil
     import tempfile
 
@@ -509,7 +533,7 @@ def _restore_parallel(body: Any, target: str, tool: Tool, *, manifest: Manifest,
                                "TMPDIR on a larger disk")
         archive = FileSink(where / "archive.pgdump")
         stats = stream_archive(body, [archive], expected_sha256=manifest.sha256, hold_back=False,
-                               on_progress=on_progress)
+                               on_progress=on_progress, identities=identities)
         argv = [tool.path, f"--jobs={jobs}", "--exit-on-error"]
         if not with_owners:
             argv += ["--no-owner", "--no-privileges"]

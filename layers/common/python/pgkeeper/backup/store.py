@@ -3,6 +3,7 @@
 Layout, under the plan's prefix:
 
     <prefix><database>/<YYYYmmddTHHMMSSZ>-<run>[-<label>].pgdump.zst     the dump (zstd)
+    <prefix><database>/<YYYYmmddTHHMMSSZ>-<run>[-<label>].pgdump.zst.age the dump, age-encrypted
     <prefix><database>/<YYYYmmddTHHMMSSZ>-<run>[-<label>].manifest.json  written last
 
 The timestamp in the name orders and dates backups without reading a single manifest, so listing
@@ -23,6 +24,8 @@ from ..errors import NotFoundError
 from .manifest import Manifest
 
 DUMP_SUFFIX = ".pgdump.zst"
+AGE_SUFFIX = ".age"
+DUMP_SUFFIXES = (DUMP_SUFFIX + AGE_SUFFIX, DUMP_SUFFIX)
 MANIFEST_SUFFIX = ".manifest.json"
 _NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<run>[0-9A-Za-z]+)(?:-(?P<label>[a-z0-9][a-z0-9-]*))?$")
 
@@ -34,6 +37,18 @@ class BackupRef:
     taken_at: datetime
     size: int
     label: str | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.key.endswith(AGE_SUFFIX)
+
+
+def dump_stem(key: str) -> str | None:
+    """The key without its dump suffix; None: not a dump's key."""
+    for suffix in DUMP_SUFFIXES:
+        if key.endswith(suffix):
+            return key.removesuffix(suffix)
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,14 +103,16 @@ class BackupStore:
         self.bucket = bucket
         self.base = prefix + database_folder(database)
 
-    def new_key(self, taken_at: datetime, run_id: str, label: str | None) -> str:
+    def new_key(self, taken_at: datetime, run_id: str, label: str | None, *, encrypted: bool = False) -> str:
         stamp = taken_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         run = re.sub(r"[^0-9A-Za-z]", "", run_id)[:8] or "run"
-        return f"{self.base}{stamp}-{run}" + (f"-{label}" if label else "") + DUMP_SUFFIX
+        return (f"{self.base}{stamp}-{run}" + (f"-{label}" if label else "") + DUMP_SUFFIX
+                + (AGE_SUFFIX if encrypted else ""))
 
     @staticmethod
     def manifest_key(dump_key: str) -> str:
-        return dump_key.removesuffix(DUMP_SUFFIX) + MANIFEST_SUFFIX
+        stem = dump_stem(dump_key)
+        return (dump_key if stem is None else stem) + MANIFEST_SUFFIX
 
     def _objects(self) -> dict[str, dict]:
         objects = {}
@@ -109,9 +126,10 @@ class BackupStore:
         objects = self._objects()
         backups, orphans = [], []
         for key, obj in objects.items():
-            if not key.endswith(DUMP_SUFFIX):
+            stem = dump_stem(key)
+            if stem is None:
                 continue
-            m = _NAME.match(key[len(self.base):].removesuffix(DUMP_SUFFIX))
+            m = _NAME.match(stem[len(self.base):])
             if not m:
                 continue  # not ours
             manifest = self.manifest_key(key)
@@ -128,11 +146,10 @@ class BackupStore:
 
     def find(self, key: str) -> BackupRef:
         """A complete backup by its dump or manifest key; NotFoundError when it does not exist."""
-        dump_key = key.removesuffix(MANIFEST_SUFFIX) + DUMP_SUFFIX if key.endswith(MANIFEST_SUFFIX) else key
         for ref in self.list():
-            if ref.key == dump_key:
+            if key in (ref.key, ref.manifest_key):
                 return ref
-        raise NotFoundError(f"no complete backup s3://{self.bucket}/{dump_key} (a dump without its manifest "
+        raise NotFoundError(f"no complete backup s3://{self.bucket}/{key} (a dump without its manifest "
                             "is not a backup)")
 
     def latest(self) -> BackupRef:

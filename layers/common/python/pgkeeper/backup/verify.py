@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import psycopg
@@ -23,13 +23,25 @@ from ..db import Database
 from ..idents import display
 from ..log import logger
 from ..plan.database import DatabaseSettings
+from .encryption import header_stanzas
 from .errors import ChecksumMismatchError, VerificationError
 from .manifest import Decoded, Manifest, RestoreCheck, Verification
 from .pgtools import Tool, fetch_server_version_num
-from .restore import ScriptSink, Sink, list_sink, restore_sink, stream_archive, table_data_entries
+from .restore import (
+    READ_SIZE,
+    Prefetcher,
+    ScriptSink,
+    Sink,
+    list_sink,
+    restore_sink,
+    stream_archive,
+    table_data_entries,
+)
 from .snapshot import count_tables
 
 PURPOSE = "verify"
+HEAD_BYTES = 64 * 1024
+"""Enough for an age header with many recipients."""
 
 
 
@@ -71,14 +83,23 @@ def verify_backup(
     run_id: str,
     settings: DatabaseSettings | None = None,
     run_ended: Callable[[str], bool] | None = None,
+    identities: Sequence[Any] | None = None,
 ) -> Verification:
     """Raise VerificationError (ChecksumMismatchError) unless the object reads back as written.
+
+    An encrypted backup is read through `identities`; without them (the backup function holds only
+    public keys) only `list` mode can run, and it checks what can be checked sealed (`_verify_sealed`).
 
     `restore` mode works on `server_conninfo` with `settings` (the plan's `database`; their defaults
     if not given): the timeouts of every pgkeeper connection, `pgkeeper/backup/verify`.
     """
     started = time.monotonic()
     body = s3.get_object(Bucket=bucket, Key=manifest.key)["Body"]
+    if manifest.encryption is not None and not identities:
+        if mode == "restore":
+            raise VerificationError("a restore test of an encrypted backup needs an identity: set "
+                                    "backup.age.identity_env")
+        return _verify_sealed(body, manifest, started)
     sinks: list[Sink | ScriptSink] = [list_sink(pg_restore)]
     scratch: str | None = None
     scratch_db: Database | None = None
@@ -97,7 +118,8 @@ def verify_backup(
                                       purpose=f"backup/{PURPOSE}"))
         try:
             stats = stream_archive(body, sinks, expected_sha256=manifest.sha256, hold_back=mode == "restore",
-                                   decode_all=mode == "restore")
+                                   decode_all=mode == "restore",
+                                   identities=identities if manifest.encryption is not None else None)
         except ChecksumMismatchError:
             raise
         except Exception as exc:
@@ -135,6 +157,33 @@ def verify_backup(
                     logger.warning("could not drop the scratch database", extra={"database": scratch,
                                                                                   "error": str(exc)[:300]})
             admin.close()
+
+
+def _verify_sealed(body: Any, manifest: Manifest, started: float) -> Verification:
+    """An encrypted backup checked without its key: every stored byte read back against the SHA-256,
+    and the head is an age header sealed to exactly the manifest's recipients."""
+    assert manifest.encryption is not None
+    reader = Prefetcher(body)
+    head = bytearray()
+    try:
+        while chunk := reader.read(READ_SIZE):
+            if len(head) < HEAD_BYTES:
+                head += chunk[:HEAD_BYTES - len(head)]
+    except Exception as exc:
+        raise VerificationError(f"reading the backup back failed: {exc}") from exc
+    finally:
+        reader.close()
+    digest = reader.sha.hexdigest()
+    if digest != manifest.sha256:
+        raise ChecksumMismatchError(f"SHA-256 of the object is {digest}, the pipeline computed {manifest.sha256}")
+    stanzas = header_stanzas(bytes(head))
+    want = len(manifest.encryption.recipients)
+    if stanzas != want:
+        raise VerificationError(f"the object's age header has {stanzas} recipient stanza(s), the plan names {want}"
+                                if stanzas is not None else "the object does not start with an age header")
+    return Verification(mode="list", ok=True, sha256="match", bytes_read=reader.bytes,
+                        decoded=Decoded(bytes=manifest.bytes_in, where="upload"), sealed=True,
+                        duration_s=round(time.monotonic() - started, 3))
 
 
 def _check_toc(lines: list[str], manifest: Manifest) -> None:

@@ -74,7 +74,8 @@ def run_list(args: argparse.Namespace) -> int:
         if args.details:
             m = loc.store.read_manifest(b)
             row.update(tables=len(m.tables), rows=m.rows, pg_dump=m.pg_dump_version, server=m.server_version,
-                       sha256=m.sha256, verified=m.verification.mode if m.verification else None)
+                       sha256=m.sha256, verified=m.verification.mode if m.verification else None,
+                       recipients=", ".join(r[:16] + "…" for r in m.encryption.recipients) if m.encryption else "")
         rows.append(row)
     if args.json:
         print(json.dumps({"bucket": loc.store.bucket, "prefix": loc.store.base, "backups": rows,
@@ -83,7 +84,7 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"s3://{loc.store.bucket}/{loc.store.base}: {len(backups)} backup(s)", file=sys.stderr)
     cols = ["taken_at", "size_mb", "label", "retention", "key"]
     if args.details:
-        cols[3:3] = ["tables", "rows", "pg_dump"]
+        cols[3:3] = ["tables", "rows", "pg_dump", "recipients"]
     _table(rows, cols)
     if orphans:
         print(f"{len(orphans)} incomplete dump(s) without a manifest (not backups; swept by retention after 24 h)",

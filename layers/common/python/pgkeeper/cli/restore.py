@@ -17,8 +17,9 @@ import time
 import psycopg
 
 from ..backup import pgtools
+from ..backup.encryption import parse_identities
 from ..backup.errors import BackupError, RestoreError, VerificationError
-from ..backup.restore import restore_backup, user_tables
+from ..backup.restore import require_identities, restore_backup, user_tables
 from ..db.dsn import redact, session_conninfo
 from ..errors import ConfigError, DatabaseUnavailableError, first_line
 from ..plan import load_plan
@@ -40,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
                    help="parallel pg_restore jobs (default: the CPU count, at most 8); 1: one stream in one "
                         "transaction, no temporary file")
+    p.add_argument("--identity", "-i", metavar="FILE",
+                   help="age identity file (age-keygen output, or an SSH private key) for an encrypted backup")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_restore)
 
@@ -82,11 +85,22 @@ class ProgressLine:
             print("\r" + self._line, file=sys.stderr, flush=True)
 
 
+def _read_identities(path: str) -> list:
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError(f"--identity {path}: {exc.strerror}") from None
+    return parse_identities(text, path)
+
+
 def run_restore(args: argparse.Namespace) -> int:
     loc = locate(args)
     store = loc.store
     ref = store.latest() if args.latest else store.find(args.key)
     manifest = store.read_manifest(ref)
+    identities = _read_identities(args.identity) if args.identity else None
+    require_identities(manifest, identities, ref.key)  # before anything touches the target
     tool = pgtools.find("pg_restore")
     pgtools.check_restore_version(tool, manifest.dump_major())
     target = session_conninfo(args.to)
@@ -109,7 +123,7 @@ def run_restore(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
-                                on_progress=progress, settings=settings, jobs=jobs)
+                                on_progress=progress, settings=settings, jobs=jobs, identities=identities)
     except VerificationError:
         raise  # checksum mismatch: its own reason code
     except RestoreError:

@@ -31,6 +31,25 @@ class Retention(Model):
     enabled: bool = Field(True, description="false: never delete anything (e.g. the bucket's lifecycle does it)")
 
 
+class AgeEncryption(Model):
+    """Client-side public-key encryption with age: the backup function holds only the recipients."""
+
+    recipients: list[str] = Field(
+        min_length=1, description="age public keys (age1…) or SSH public keys (ssh-ed25519 …); any one of their "
+                                  "identities can decrypt")
+    identity_env: str | None = Field(
+        None, description="env var holding an age identity (AGE-SECRET-KEY-1…), or the ARN of a Secrets Manager "
+                          "secret holding one: only needed for verify: restore and restore drills, and it gives "
+                          "the backup function the power to read backups")
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        from ..backup.encryption import check_recipient
+
+        return [check_recipient(text) for text in value]
+
+
 class BackupPlan(Model):
     bucket: str | None = Field(None, description=f"S3 bucket; default: env {BUCKET_ENV} (set by the template)")
     bucket_env: str = Field(BUCKET_ENV, description="env var naming the bucket when `bucket` is not set")
@@ -54,6 +73,10 @@ class BackupPlan(Model):
         default_factory=list, description="tables whose definition is kept but not their rows (logs, sessions)"
     )
     retention: Retention = Field(default_factory=Retention)
+    encryption: Literal["none", "age"] = Field(
+        "none", description="age: encrypt every backup after compression for `age.recipients` (SSE-KMS, the "
+                            "bucket's own encryption, applies either way)")
+    age: AgeEncryption | None = None
 
     @field_validator("bucket")
     @classmethod
@@ -75,7 +98,13 @@ class BackupPlan(Model):
         both = set(self.exclude_tables) & set(self.exclude_table_data)
         if both:
             raise ValueError(f"listed in both exclude_tables and exclude_table_data: {', '.join(sorted(both))}")
+        if self.encryption == "age" and self.age is None:
+            raise ValueError("encryption: age needs `age: {recipients: [age1…]}` (the public keys to encrypt for)")
         return self
+
+    def age_recipients(self) -> list[str] | None:
+        """The recipients every new backup is encrypted for; None: not encrypted."""
+        return list(self.age.recipients) if self.encryption == "age" and self.age is not None else None
 
     def resolve_bucket(self) -> str:
         """The bucket from the plan, else from the env var the template sets; else a clear error."""
