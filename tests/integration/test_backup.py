@@ -870,3 +870,46 @@ def test_a_drill_drops_the_scratch_databases_of_runs_that_ended_and_leaves_the_o
         with psycopg.connect(admin_url, autocommit=True) as c:
             for name in names.values():
                 c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+# --- content checksums ----------------------------------------------------------------------------
+
+def test_content_checksums_are_recorded_and_proven_by_drill_and_restore(seeded, plan, s3, make_database, capsys):
+    plan(content_checksums=True)
+    backup = _run()["report"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=backup["manifest_key"])["Body"].read())
+    sums = {(t["schema"], t["name"]): t["checksum"] for t in manifest["tables"]}
+    assert all(v.startswith("md5sum64:") for v in sums.values())
+    assert sums[("public", "empty_table")] == "md5sum64:0"
+    filled = [v for v in sums.values() if v != "md5sum64:0"]
+    assert len(filled) >= len(TABLES) - 1 and len(set(filled)) == len(filled)
+
+    drill = _run({"drill": True})
+    assert drill["status"] == "succeeded"
+    target = make_database()
+    capsys.readouterr()
+    assert cli(["restore", "--latest", "--to", target, "--database", _dbname(seeded), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["checksums"] is True
+    assert "every row count and content checksum match" in captured.err
+
+
+def test_a_drill_fails_naming_the_table_whose_contents_differ_though_its_rows_match(seeded, plan, s3, pg):
+    plan(content_checksums=True)
+    backup = _run()["report"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=backup["manifest_key"])["Body"].read())
+    tampered = next(t for t in manifest["tables"] if t["name"] == "Session")
+    tampered["checksum"] = "md5sum64:12345"  # same row count, different contents
+    s3.put_object(Bucket=BUCKET, Key=backup["manifest_key"], Body=json.dumps(manifest).encode())
+
+    with pytest.raises(VerificationError) as err:
+        _run({"drill": True})
+    assert 'restored contents (checksums) differ from the manifest: public."Session": manifest md5sum64:12345' \
+        in str(err.value)
+
+
+def test_without_content_checksums_the_manifest_has_no_checksum_keys(seeded, plan, s3):
+    backup = _run()["report"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=backup["manifest_key"])["Body"].read())
+    assert all(set(t) == {"schema", "name", "rows"} for t in manifest["tables"])
+    assert "checksums_match" not in json.dumps(manifest)

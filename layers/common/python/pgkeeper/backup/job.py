@@ -196,7 +196,8 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
                                              "pg_dump": pg_dump.version})
         # Counting runs in the snapshot's own session while pg_dump streams on its session.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgkeeper-count") as pool:
-            counting = pool.submit(_timed, snap.count_rows, selection.tables)
+            counting = pool.submit(_timed, lambda: snap.count_rows(selection.tables,
+                                                                   checksums=plan.content_checksums))
             try:
                 result = dump_to_s3(
                     argv, pgtools.child_env(pg_dump, env), upload,

@@ -65,8 +65,12 @@ class TableRef(_Part):
     name: str
 
 
-class TableRows(TableRef):
+class TableRows(TableRef, SparseModel):
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"checksum"})
+
     rows: int
+    checksum: str | None = None
+    """Only with `backup.content_checksums` (snapshot.py's _CHECKSUM); left out of the document otherwise."""
 
 
 class Excluded(_Part):
@@ -83,9 +87,13 @@ class Decoded(_Part):
     where: Literal["upload", "read-back"]
 
 
-class RestoreCheck(_Part):
+class RestoreCheck(_Part, SparseModel):
+    SPARSE: ClassVar[frozenset[str]] = frozenset({"checksums_match"})
+
     rows_match: bool
     rows: int
+    checksums_match: bool | None = None
+    """Set when the backup recorded content checksums and the restore matched every one."""
 
 
 class Verification(SparseModel):
@@ -186,6 +194,13 @@ class Manifest(BaseModel):
     def counts(self) -> dict[tuple[str, str], int]:
         return {(t.schema_name, t.name): t.rows for t in self.tables}
 
+    def table_counts(self) -> list[TableCount]:
+        """The tables as the snapshot measured them (rows, and checksums if the backup took them)."""
+        return [TableCount(t.schema_name, t.name, t.rows, t.checksum) for t in self.tables]
+
+    def has_checksums(self) -> bool:
+        return any(t.checksum is not None for t in self.tables)
+
     def dump_major(self) -> int:
         head = self.pg_dump_version.split(".")[0]
         return int(head) if head.isdigit() else 0
@@ -219,7 +234,8 @@ def build(
         sha256=result.sha256, bytes_in=result.bytes_in, bytes_out=result.bytes_out,
         ratio=round(result.bytes_in / result.bytes_out, 3) if result.bytes_out else None,
         parts=result.parts, part_size=result.part_size, snapshot=snapshot_id, started_at=_iso(started_at),
-        run_id=run_id, label=label, tables=[TableRows(schema_name=c.schema, name=c.name, rows=c.rows) for c in counts],
+        run_id=run_id, label=label,
+        tables=[TableRows(schema_name=c.schema, name=c.name, rows=c.rows, checksum=c.checksum) for c in counts],
         rows=sum(c.rows for c in counts),
         extension_tables=[TableRef(schema_name=s, name=n) for s, n in extension_tables], excluded=excluded,
         timings={k: round(v, 3) for k, v in timings.items()},

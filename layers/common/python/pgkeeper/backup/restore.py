@@ -466,7 +466,7 @@ def restore_backup(
     leave a partial restore in the target, which the error says. Falls back to one stream when the
     pair pg_restore/server needs the script path (`parallel_blocker`).
     """
-    from .snapshot import count_tables
+    from .snapshot import compare, measure_tables
 
     identities = require_identities(manifest, identities, ref.key)
     db = target_database(target, settings)
@@ -481,15 +481,16 @@ def restore_backup(
         sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
         stats = stream_archive(body, [sink], expected_sha256=manifest.sha256, hold_back=True,
                                on_progress=on_progress, identities=identities)
+    checksums = manifest.has_checksums()
     with db.connect(autocommit=True, purpose="count") as conn:
-        restored = count_tables(conn, manifest.table_names())
-    expected = manifest.counts()
-    mismatches = [{"schema": s, "name": n, "manifest": want, "restored": restored.get((s, n))}
-                  for (s, n), want in expected.items() if restored.get((s, n)) != want]
+        restored = measure_tables(conn, manifest.table_names(), checksums=checksums)
+    mismatches = [{"schema": d.schema, "name": d.name, "what": d.what, "manifest": d.manifest, "restored": d.restored}
+                  for d in compare(manifest.table_counts(), restored)]
     return {
         "key": ref.key,
-        "tables": len(expected),
-        "rows": sum(restored.values()),
+        "tables": len(manifest.tables),
+        "rows": sum(m.rows for m in restored.values()),
+        "checksums": checksums,
         "mismatches": mismatches,
         "sha256": stats.sha256,
         "bytes_compressed": stats.bytes_compressed,

@@ -54,6 +54,8 @@ class TableCount:
     schema: str
     name: str
     rows: int
+    checksum: str | None = None
+    """`backup.content_checksums`: an order-independent digest of every row's text (see CHECKSUM)."""
 
 
 @dataclass(frozen=True)
@@ -140,22 +142,67 @@ class Snapshot:
             self.conn.close()
             self.conn = None
 
-    def count_rows(self, tables: list[tuple[str, str]]) -> list[TableCount]:
-        """Exact counts, one `count(*)` per table, all in the exported snapshot."""
+    def count_rows(self, tables: list[tuple[str, str]], *, checksums: bool = False) -> list[TableCount]:
+        """Exact counts, one `count(*)` per table, all in the exported snapshot (with `checksums`, in
+        the same scan, each table's content checksum)."""
         assert self.conn is not None, "count_rows() outside `with Snapshot(...)`"
         # The counts run while pg_dump streams and finish long before it: they need to be cheap, not
         # fast. Parallel workers would take CPU from the dump's own backend for little gain.
         self.conn.execute("SELECT pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)")
+        if checksums:
+            _fix_text_output(self.conn, local=True)
         conn = self.conn
-        return [TableCount(schema, name, _count(conn, schema, name)) for schema, name in tables]
+        return [_measure(conn, schema, name, checksums) for schema, name in tables]
 
 
-def count_tables(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """Row counts in a restored database (the restore test, `pgkeeper restore`)."""
-    return {(schema, name): _count(conn, schema, name) for schema, name in tables}
+def measure_tables(conn: psycopg.Connection, tables: list[tuple[str, str]], *,
+                   checksums: bool) -> dict[tuple[str, str], TableCount]:
+    """Row counts, and with `checksums` content checksums, of `tables` in a restored database."""
+    if checksums:
+        _fix_text_output(conn, local=False)
+    return {(schema, name): _measure(conn, schema, name, checksums) for schema, name in tables}
 
 
-def _count(conn: psycopg.Connection, schema: str, name: str) -> int:
-    row = conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()
+# Order-independent: the sum of the first 64 bits of each row's md5 (as numeric: no overflow). Rows
+# are compared as their text, so both sides fix every setting that changes a value's text.
+_CHECKSUM = sql.SQL("SELECT pg_catalog.count(*), coalesce(pg_catalog.sum("
+                    "('x' || pg_catalog.left(pg_catalog.md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text "
+                    "FROM {} t")
+_TEXT_OUTPUT = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
+                "extra_float_digits": "3", "bytea_output": "hex"}
+
+
+def _fix_text_output(conn: psycopg.Connection, *, local: bool) -> None:
+    for name, value in _TEXT_OUTPUT.items():
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, %s)", [name, value, local])
+
+
+def _measure(conn: psycopg.Connection, schema: str, name: str, checksum: bool) -> TableCount:
+    ident = sql.Identifier(schema, name)
+    query = _CHECKSUM.format(ident) if checksum else sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(ident)
+    row = conn.execute(query).fetchone()
     assert row is not None  # an aggregate without GROUP BY: always one row
-    return int(row[0])
+    return TableCount(schema, name, int(row[0]), f"md5sum64:{row[1]}" if checksum else None)
+
+
+
+@dataclass(frozen=True)
+class Difference:
+    schema: str
+    name: str
+    what: str  # "rows" or "checksum"
+    manifest: int | str
+    restored: int | str | None
+
+
+def compare(expected: list[TableCount], restored: dict[tuple[str, str], TableCount]) -> list[Difference]:
+    """Where a restored database differs from the manifest, table by table in the manifest's order:
+    row counts always, content checksums where the manifest has them."""
+    out = []
+    for want in expected:
+        got = restored.get((want.schema, want.name))
+        if got is None or got.rows != want.rows:
+            out.append(Difference(want.schema, want.name, "rows", want.rows, got.rows if got else None))
+        elif want.checksum is not None and got.checksum != want.checksum:
+            out.append(Difference(want.schema, want.name, "checksum", want.checksum, got.checksum))
+    return out

@@ -37,7 +37,7 @@ from .restore import (
     stream_archive,
     table_data_entries,
 )
-from .snapshot import count_tables
+from .snapshot import Difference, compare, measure_tables
 
 PURPOSE = "verify"
 HEAD_BYTES = 64 * 1024
@@ -131,12 +131,12 @@ def verify_backup(
         restore: RestoreCheck | None = None
         if scratch_db is not None:
             with scratch_db.connect(autocommit=True, purpose=PURPOSE) as conn:
-                restored = count_tables(conn, manifest.table_names())
-            wrong = [f"{display(s, n)}: manifest {want}, restored {restored.get((s, n))}"
-                     for (s, n), want in manifest.counts().items() if restored.get((s, n)) != want]
-            if wrong:
-                raise VerificationError("restored row counts differ from the manifest: " + "; ".join(wrong[:10]))
-            restore = RestoreCheck(rows_match=True, rows=sum(restored.values()))
+                restored = measure_tables(conn, manifest.table_names(), checksums=manifest.has_checksums())
+            differences = compare(manifest.table_counts(), restored)
+            if differences:
+                raise VerificationError(describe_differences(differences))
+            restore = RestoreCheck(rows_match=True, rows=sum(m.rows for m in restored.values()),
+                                   checksums_match=True if manifest.has_checksums() else None)
         return Verification(
             mode=mode, ok=True, sha256="match", bytes_read=stats.bytes_compressed,
             # Where the full decode happened: in the pipeline (the same bytes, by the SHA-256) or here.
@@ -157,6 +157,16 @@ def verify_backup(
                     logger.warning("could not drop the scratch database", extra={"database": scratch,
                                                                                   "error": str(exc)[:300]})
             admin.close()
+
+
+def describe_differences(differences: list[Difference]) -> str:
+    """`restored row counts differ from the manifest: public.users: manifest 3, restored 2; ...`, the
+    first differing table first."""
+    rows = [d for d in differences if d.what == "rows"]
+    what = "row counts" if rows else "contents (checksums)"
+    return (f"restored {what} differ from the manifest: "
+            + "; ".join(f"{display(d.schema, d.name)}: manifest {d.manifest}, restored {d.restored}"
+                        for d in (rows or differences)[:10]))
 
 
 def _verify_sealed(body: Any, manifest: Manifest, started: float) -> Verification:

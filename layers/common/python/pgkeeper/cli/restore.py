@@ -138,12 +138,14 @@ def run_restore(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     if result["mismatches"]:
         for m in result["mismatches"]:
-            print(f"  row count differs: {m['schema']}.{m['name']}: manifest {m['manifest']}, restored "
+            what = "row count" if m["what"] == "rows" else "content checksum"
+            print(f"  {what} differs: {m['schema']}.{m['name']}: manifest {m['manifest']}, restored "
                   f"{m['restored']}", file=sys.stderr)
         print(f"restore finished but {len(result['mismatches'])} table(s) differ from the manifest", file=sys.stderr)
         return 1
     how = (f"{result['jobs']} parallel jobs from a verified temporary copy" if result["jobs"] > 1
            else "one stream, one transaction")
+    matched = "every row count and content checksum" if result["checksums"] else "every row count"
     print(f"restored {result['tables']} tables, {result['rows']} rows in {result['seconds']:.1f} s ({how}); SHA-256 "
-          "and every row count match the manifest", file=sys.stderr)
+          f"and {matched} match the manifest", file=sys.stderr)
     return 0

@@ -67,6 +67,10 @@ class BackupPlan(Model):
         None, description="env var with a postgres:// URL of the server for the restore test; default: the "
                           "backed-up server (the scratch database is created and dropped there)",
     )
+    content_checksums: bool = Field(
+        False, description="also record each table's content checksum in the snapshot (one more read of every "
+                           "row, in the same scan as the count); restore tests, drills and pgkeeper restore "
+                           "then compare contents, not only row counts")
     exclude_schemas: list[str] = Field(default_factory=list, description="schemas left out entirely")
     exclude_tables: list[SqlName] = Field(default_factory=list, description="tables left out (schema and data)")
     exclude_table_data: list[SqlName] = Field(
