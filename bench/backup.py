@@ -5,6 +5,10 @@ All three upload the same database to the same moto S3 server (its own process):
   B  pg_dump -Fc -Z0 | zstd -3 -T0 | aws s3 cp - s3://...    (the best hand-made pipeline)
   C  pgkeeper's backup job (snapshot + exact counts, zstd, SHA-256, multipart, manifest, and the
      read-back verification), run in a child process so its peak RSS is its own.
+  D  C with `encryption: age` (one recipient): `age_overhead` is D's time over C's.
+CPU: user+system seconds of each approach's whole process tree (the shell pipeline's processes; the
+job's interpreter and pg_dump), from the children's rusage; PostgreSQL's backend and the S3 server
+are the same work for all and not counted. `cpu_ratio` is C's over B's.
 Data (PGKEEPER_BENCH_DATASET=app|pgbench|both, default app):
   app      app-like tables (customers, orders, events: ids, timestamps, enums, money, words, hashes, JSON)
            plus `pgbench -i` tables; the headline keys always describe it when it runs.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -137,6 +142,13 @@ def _shell(cmd: str, env: dict) -> float:
     return time.monotonic() - t0
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of every descendant reaped so far (each reaped process includes
+    the descendants it reaped): the difference around a run is that run's whole tree."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 CHILD = """
 import json, resource, sys, time
 from pgkeeper import runner
@@ -230,7 +242,14 @@ def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) 
         plan = Path(tmp) / "plan.yaml"
         plan.write_text(f"version: 1\nbackup:\n  bucket: {BUCKET}\n  retention:\n    enabled: false\n")
         cenv = {**env, "DATABASE_URL": url, "PGKEEPER_PLAN": str(plan)}
-        times: dict[str, list[float]] = {"A": [], "B": [], "C": []}
+        import pyrage
+
+        recipient = str(pyrage.x25519.Identity.generate().to_public())
+        sealed_plan = Path(tmp) / "plan-age.yaml"
+        sealed_plan.write_text(plan.read_text() + f"  encryption: age\n  age:\n    recipients: [{recipient}]\n")
+        denv = {**cenv, "PGKEEPER_PLAN": str(sealed_plan)}
+        times: dict[str, list[float]] = {"A": [], "B": [], "C": [], "D": []}
+        cpu: dict[str, list[float]] = {"A": [], "B": [], "C": [], "D": []}
         sizes: dict[str, int] = {}
         rss: list[float] = []
         tree_rss: list[float] = []
@@ -240,23 +259,28 @@ def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) 
 
         def run_a(r: int) -> None:
             key = f"a-{r}.dump"
+            c0 = _children_cpu_s()
             times["A"].append(_shell(f"pg_dump -Fc | {aws} {ep} s3 cp - s3://{BUCKET}/{key}", pgenv))
+            cpu["A"].append(_children_cpu_s() - c0)
             sizes["A"] = s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
             s3.delete_object(Bucket=BUCKET, Key=key)
             print(f"  A pg_dump -Fc | aws s3 cp: {times['A'][-1]:.1f} s", file=sys.stderr)
 
         def run_b(r: int) -> None:
             key = f"b-{r}.dump.zst"
+            c0 = _children_cpu_s()
             times["B"].append(_shell(f"pg_dump -Fc -Z0 | zstd -q -3 -T0 | {aws} {ep} s3 cp - s3://{BUCKET}/{key}",
                                      pgenv))
+            cpu["B"].append(_children_cpu_s() - c0)
             sizes["B"] = s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
             s3.delete_object(Bucket=BUCKET, Key=key)
             print(f"  B pg_dump -Z0 | zstd -3 -T0 | aws s3 cp: {times['B'][-1]:.1f} s", file=sys.stderr)
 
         def run_c(r: int) -> None:
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), _children_cpu_s()
             out = _pgkeeper(cenv)
             times["C"].append(time.monotonic() - t0)  # process start and imports included, like A's and B's
+            cpu["C"].append(_children_cpu_s() - c0)
             job_s.append(out["wall"])
             rss.append(max(out["maxrss_mb"], out["peak_self_mb"]))
             tree_rss.append(out["peak_tree_mb"])
@@ -268,12 +292,23 @@ def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) 
                   f"{out['report']['dump_s']:.1f} s, verify {out['report']['verification']['duration_s']:.1f} s)",
                   file=sys.stderr)
 
+        def run_d(r: int) -> None:
+            t0, c0 = time.monotonic(), _children_cpu_s()
+            out = _pgkeeper(denv)
+            times["D"].append(time.monotonic() - t0)
+            cpu["D"].append(_children_cpu_s() - c0)
+            sizes["D"] = out["report"]["bytes_out"]
+            s3.delete_object(Bucket=BUCKET, Key=out["report"]["key"])
+            s3.delete_object(Bucket=BUCKET, Key=out["report"]["manifest_key"])
+            print(f"  D pgkeeper backup job, age-encrypted: {times['D'][-1]:.1f} s", file=sys.stderr)
+
         # Rotate the order each round: the machine is shared and noisy, no approach always goes first.
-        order = [run_a, run_b, run_c]
+        order = [run_a, run_b, run_c, run_d]
         for r in range(rounds):
-            for fn in order[r % 3:] + order[: r % 3]:
+            for fn in order[r % 4:] + order[: r % 4]:
                 fn(r)
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     mbps = {k: archive_bytes / 1e6 / v for k, v in med.items()}
     dump_s = statistics.median(r["dump_s"] for r in reports)
     return {
@@ -289,6 +324,12 @@ def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) 
         "throughput_ratio_dump_phase": round(med["B"] / dump_s, 2),
         "size_ratio": round(sizes["C"] / sizes["A"], 3),
         "size_ratio_vs_b": round(sizes["C"] / sizes["B"], 3),
+        "size_ratio_vs_zstd": round(sizes["C"] / sizes["B"], 3),
+        "cpu_s": {k: round(v, 2) for k, v in cpu_med.items()},
+        "cpu_ratio": round(cpu_med["C"] / cpu_med["B"], 2),
+        "cpu_s_per_gb": {k: round(v / (archive_bytes / 1e9), 2) for k, v in cpu_med.items()},
+        "age_overhead": round(med["D"] / med["C"], 3),
+        "age_size_ratio": round(sizes["D"] / sizes["C"], 4),
         "peak_rss_mb": round(max(rss), 1),
         "peak_rss_tree_mb": round(max(tree_rss), 1),
         "pgkeeper_job_s": round(statistics.median(job_s), 2),
