@@ -164,9 +164,10 @@ def test_secrets_are_readable_only_when_configured_and_only_those(raw, logical_i
     assert reads, "every function reads the database and webhook secrets"
     for st in reads:
         assert st["Action"] == "secretsmanager:GetSecretValue"
-        assert st["_condition"] in {"HasDatabaseSecret", "HasWebhookSecret", "HasCacheSecret"}
+        assert st["_condition"] in {"HasDatabaseSecret", "HasWebhookSecret", "HasCacheSecret", "HasFleetSecrets"}
         param = st["Resource"]["Ref"]
-        assert raw["Conditions"][st["_condition"]] == {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]}
+        value = {"Fn::Join": [",", {"Ref": param}]} if param == "FleetSecretArns" else {"Ref": param}
+        assert raw["Conditions"][st["_condition"]] == {"Fn::Not": [{"Fn::Equals": [value, ""]}]}
     assert {s["Resource"]["Ref"] for s in reads} >= {"DatabaseSecretArn", "WebhookSecretArn"}
 
 

@@ -123,7 +123,7 @@ def test_every_role_may_read_the_cache_secret_for_the_replay_store(raw, logical_
                       "Resource": {"Ref": "CacheSecretArn"}, "_condition": "HasCacheSecret"}]
     readable = {s["Resource"]["Ref"] for s in statements(raw, logical_id)
                 if s["Action"] == "secretsmanager:GetSecretValue"}
-    assert readable == set(SECRET_PARAMETERS)
+    assert readable == {*SECRET_PARAMETERS, "FleetSecretArns"}  # the fleet's members' secrets, when listed
 
 
 @pytest.mark.parametrize("logical_id", sorted(JOBS))

@@ -16,15 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import EventError
 
-Trigger = Literal["schedule", "invoke", "url", "async", "cli"]
+Trigger = Literal["schedule", "invoke", "url", "async", "cli", "fleet"]
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
 
 EXPECTED = (
     'expected one of: {"job": "<name>", "options": {...}} (Scheduler input or direct invoke), '
     'an EventBridge "Scheduled Event", or a signed function URL request'
 )
-URL_BODY_KEYS = frozenset({"job", "options", "async"})
-INVOKE_KEYS = frozenset({"job", "options", "trigger", "run_id", "request_id"})
+URL_BODY_KEYS = frozenset({"job", "options", "async", "database"})
+INVOKE_KEYS = frozenset({"job", "options", "trigger", "run_id", "request_id", "database", "fleet"})
 
 
 class JobEvent(BaseModel):
@@ -40,6 +40,10 @@ class JobEvent(BaseModel):
     """Set when the run was recorded before this invocation (the 202 path) or is being retried."""
     run_async: bool | None = Field(None, alias="async")
     """URL body only: run asynchronously (202) whatever the job's default."""
+    database: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    """A fleet member's name: run for that database only. Without it a fleet plan fans out to all."""
+    fleet: dict[str, Any] | None = None
+    """A fan-out continued in a new invocation: its state (fleet.FanOutState), written by pgkeeper."""
 
     @field_validator("options", mode="before")
     @classmethod
@@ -71,6 +75,8 @@ def parse_event(event: Any, job: str, request_id: str | None = None) -> JobEvent
         detail = detail if isinstance(detail, dict) else {}
         data = {"job": detail.get("job", job), "options": detail.get("options", {}), "trigger": "schedule",
                 "request_id": request_id or event.get("id")}
+        if "database" in detail:
+            data["database"] = detail["database"]
         return _validate(data, job, where="the event", reason="bad_request")
     if "job" in event:
         unknown = sorted(set(event) - INVOKE_KEYS)

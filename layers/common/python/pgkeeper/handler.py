@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from . import runner
+from .errors import PgkeeperError
 from .events import is_function_url_event, parse_event
 from .jobs import JobSpec
 
@@ -31,4 +32,12 @@ def handle(spec: JobSpec, event: Any, context: Any) -> dict:
 
         return routes.handle(spec, event, context)
     request = parse_event(event, spec.name, request_id=getattr(context, "aws_request_id", None))
+    if request.trigger == "fleet" and request.database is not None:
+        # A fan-out's member: its failure is recorded in its database and reported by the fan-out.
+        # Raised, Lambda would retry this invocation and start the member again outside the bound.
+        try:
+            return runner.execute(spec, request, context)
+        except PgkeeperError as exc:
+            return {"run_id": request.run_id, "job": spec.name, "database": request.database, "status": "failed",
+                    "error": str(exc)[:4000]}
     return runner.execute(spec, request, context)

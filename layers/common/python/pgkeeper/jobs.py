@@ -32,6 +32,8 @@ class JobContext:
     options: Any
     run_id: str
     trigger: str = "invoke"
+    member: str | None = None
+    """The fleet member this run is for (its name: backups go under it); None without a fleet."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

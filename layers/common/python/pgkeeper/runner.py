@@ -48,8 +48,15 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
     """
     plan = get_plan()
     options = validate_options(spec, request.options)
-    run_id = request.run_id or runs.new_run_id()
     budget = budget or Budget.from_context(context)
+    if request.database is not None:
+        plan = plan.for_database(request.database)  # one fleet member: its own database and overrides
+        logger.append_keys(database=request.database)
+    elif plan.fleet is not None:
+        from . import fleet
+
+        return fleet.fan_out(spec, request, plan, context, budget)
+    run_id = request.run_id or runs.new_run_id()
     logger.append_keys(job=spec.name, run_id=run_id, trigger=request.trigger)
     opts_json = options.model_dump(mode="json", exclude_defaults=True)
 
@@ -80,7 +87,7 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
             if beat:
                 beat.ping("start", seconds_left=budget.remaining())
             ctx = JobContext(plan=plan, db=db, budget=budget, options=options, run_id=run_id,
-                             trigger=request.trigger)
+                             trigger=request.trigger, member=request.database)
             try:
                 report = as_dict(spec.run(ctx))
             except PgkeeperError as exc:
@@ -112,7 +119,7 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
         db.on_main(lambda c: runs.finish(c, run_id, status, report, alarm_window=proven))
         _count(_OUTCOME_METRICS[status], spec.name)
         if proven is not None:
-            _prove(proven)
+            _prove(proven, request.database)
         if beat:  # last: the run is recorded and proven whatever the ping service does
             if status == "succeeded":
                 beat.ping("success", str(report.get("summary") or f"{spec.name} succeeded"),
@@ -167,12 +174,28 @@ def _failure_summary(job: str, report: dict) -> str:
     return f"{job} failed" + (f": {head}" if head else "")
 
 
-def _prove(window: AlarmWindow) -> None:
+def _prove(window: AlarmWindow, database: str | None = None) -> None:
     """The dead-man's switch's heartbeat: its own metric (dimensions window, service), not the job's
-    dimension set, so the weekly VACUUM and the hourly ANALYZE of one function are told apart."""
+    dimension set, so the weekly VACUUM and the hourly ANALYZE of one function are told apart.
+
+    A fleet member's run adds the dimension `database`: another metric stream, for the dashboard. The
+    window's alarm watches the stream without it, which only the fan-out emits, when every member
+    succeeded (fleet_outcome): one member's success cannot hide another's silence."""
     with single_metric(name=WORK_PROVEN, unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
                        default_dimensions={"service": SERVICE}) as metric:
         metric.add_dimension(name="window", value=window)
+        if database is not None:
+            metric.add_dimension(name="database", value=database)
+
+
+def fleet_outcome(spec: JobSpec, status: str, report: Any, options: Any) -> None:
+    """A fan-out's end: its outcome metric, and the window proven when every member succeeded."""
+    window = spec.alarm_window(options) if spec.alarm_window else None
+    _count(_OUTCOME_METRICS[status], spec.name)
+    if status == "succeeded" and window is not None:
+        _prove(window)
+    log = logger.info if status == "succeeded" else logger.error
+    log(f"fleet {spec.name} {status}", extra={"report": as_dict(report)})
 
 
 def _count(name: str, job: str) -> None:

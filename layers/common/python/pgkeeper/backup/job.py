@@ -155,7 +155,9 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
     if not database:
         raise ConfigError("the database URL names no database (…/dbname): pg_dump needs one")
     s3 = DeferredClient(lambda: s3_client(concurrency=plan.upload_concurrency))
-    store = BackupStore(s3, bucket, plan.prefix, database)
+    # A fleet member's backups live under its name: two members may hold databases of the same name.
+    folder = ctx.member or database
+    store = BackupStore(s3, bucket, plan.prefix, folder)
     if opts.dry_run:
         return _dry_run(ctx, store)
     if opts.drill:
@@ -176,7 +178,7 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
     key = store.new_key(taken_at, ctx.run_id, opts.label, encrypted=bool(recipients))
     upload = MultipartUpload(s3, bucket, key, concurrency=plan.upload_concurrency,
                              metadata={"pgkeeper-run-id": ctx.run_id,
-                                       "pgkeeper-database": database_folder(database).rstrip("/")},
+                                       "pgkeeper-database": database_folder(folder).rstrip("/")},
                              time_left=lambda: ctx.budget.remaining() - VERIFY_RESERVE_S,
                              content_type="application/age" if recipients else "application/zstd")
     timeout_s = max(60.0, ctx.budget.remaining())

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..db import Database
-from ..errors import ConfigError
+from ..errors import ConfigError, PgkeeperError
 from ..plan import PLAN_ENV, Plan, load_plan
 from ..status import SCHEDULES_ENV, Deployment
 
@@ -52,17 +53,35 @@ def run_status(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan) if args.plan else Plan()
     logger.setLevel("WARNING")
     deployment = deployment_of(args)
-    db = Database.from_settings(plan.database, "status")
-    try:
-        runs.ensure_schema(db.conn, cache_key=db.conninfo)
-        report = build_status(db.conn, deployment, db.where)
-    finally:
-        db.close()
+    members = {"": plan} if plan.fleet is None else {name: plan.for_database(name) for name in plan.fleet.names()}
+    reports: dict[str, Any] = {}
+    overdue: list[str] = []
+    for name, member in members.items():
+        db = Database.from_settings(member.database, "status")
+        try:
+            runs.ensure_schema(db.conn, cache_key=db.conninfo)
+            report = build_status(db.conn, deployment, db.where)
+        except PgkeeperError as exc:
+            if not name:
+                raise
+            reports[name] = {"error": str(exc)}  # one unreachable member must not hide the others
+            overdue.append(f"{name}: unreachable")
+            continue
+        finally:
+            db.close()
+        reports[name] = report.model_dump(mode="json")
+        overdue += [f"{name}: {w}" if name else w for w in report.overdue]
+        if not args.json:
+            if name:
+                print(f"== {name}")
+            print("\n".join(summarize(report)))
     if args.json:
-        print(json.dumps(report.model_dump(mode="json"), indent=2))
-    else:
-        print("\n".join(summarize(report)))
-    if report.overdue:
-        print(f"pgkeeper status: overdue: {', '.join(report.overdue)}", file=sys.stderr)
+        print(json.dumps(reports[""] if plan.fleet is None else {"databases": reports, "overdue": overdue}, indent=2))
+    elif plan.fleet is not None:
+        for name, report in reports.items():
+            if "error" in report:
+                print(f"== {name}\n  unreachable: {report['error']}")
+    if overdue:
+        print(f"pgkeeper status: overdue: {', '.join(overdue)}", file=sys.stderr)
         return 1
     return 0

@@ -25,7 +25,7 @@ missing (an RDS-managed master secret holds only {username, password}) or must b
 def resolve_url(settings: DatabaseSettings, *, fresh: bool = False) -> str:
     """The URL from the secret named by `secret_arn_env`, else from `url_env`; else a clear error.
     `fresh`: read the secret now, not from the cache (after a rotation)."""
-    arn = os.environ.get(settings.secret_arn_env, "").strip()
+    arn = settings.secret_arn or os.environ.get(settings.secret_arn_env, "").strip()
     if arn:
         return url_from_secret(get_secret(arn, force=fresh), arn, settings)
     url = os.environ.get(settings.url_env, "").strip()
@@ -57,8 +57,11 @@ def url_from_secret(value: str, arn: str = "secret", settings: DatabaseSettings 
     if missing:
         raise ConfigError(f"{arn}: RDS-style secret lacks {', '.join(missing)}")
 
+    # The deployment's DatabaseHost/Port/Name describe its own database, not a fleet member's secret.
+    deployment = settings.secret_arn is None
+
     def setting(env: str, field: str, key: str) -> str | None:
-        chosen = os.environ.get(env, "").strip() or getattr(settings, field) or data.get(key)
+        chosen = (deployment and os.environ.get(env, "").strip()) or getattr(settings, field) or data.get(key)
         return None if chosen in (None, "") else str(chosen)
 
     host = setting(HOST_ENV, "host", "host")

@@ -6,11 +6,13 @@ at once, each with its path in the file (`refresh.views[2].definition: file not 
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, ValidatorFunctionWrapHandler, model_validator
 
 from ..errors import PlanError
 from .backup import BackupPlan
@@ -18,6 +20,7 @@ from .base import Model
 from .cache import CachePlan
 from .cleanup import CleanupPlan
 from .database import DatabaseSettings
+from .fleet import FleetPlan, deep_merge
 from .heartbeat import HeartbeatPlan
 from .refresh import RefreshPlan, ViewSpec
 from .signing import SigningPlan
@@ -38,6 +41,46 @@ class Plan(Model):
     cache: CachePlan = Field(default_factory=CachePlan)
     signing: SigningPlan = Field(default_factory=SigningPlan)
     heartbeat: HeartbeatPlan = Field(default_factory=HeartbeatPlan)
+    fleet: FleetPlan | None = Field(None, description="several databases, each with its own overrides")
+
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _context: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _members: dict[str, Plan] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw(cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Plan:
+        """A fleet member's plan is this document with its overrides merged in, validated anew."""
+        plan: Plan = handler(data)
+        if isinstance(data, dict):
+            plan._raw = copy.deepcopy({k: v for k, v in data.items() if k != "fleet"})
+            plan._context = dict(info.context or {})
+        return plan
+
+    def for_database(self, name: str) -> Plan:
+        """The plan of fleet member `name` (EventError when there is no such member)."""
+        from ..errors import EventError
+
+        if self.fleet is None:
+            raise EventError(f"this deployment's plan has no fleet: it keeps one database, so requests name none "
+                             f"(got database {name!r})", reason="bad_database")
+        member = self.fleet.member(name)
+        if member is None:
+            raise EventError(f"no database {name!r} in the plan's fleet; known: {', '.join(self.fleet.names())}",
+                             reason="bad_database")
+        if name not in self._members:
+            self._members[name] = Plan.model_validate(deep_merge(self._raw, member.overrides()),
+                                                      context=self._context)
+        return self._members[name]
+
+    def home(self) -> Plan:
+        """The plan whose database holds what belongs to the deployment rather than to one member
+        (the signed-URL replay store): the first fleet member's, or this plan's without a fleet."""
+        return self.for_database(self.fleet.databases[0].name) if self.fleet else self
+
+    def member_plans(self) -> dict[str, Plan]:
+        """Every member's plan, validated (parse_plan calls it so a member's mistake fails the load)."""
+        return {name: self.for_database(name) for name in (self.fleet.names() if self.fleet else [])}
 
 
 def format_errors(exc: ValidationError) -> list[str]:
@@ -60,9 +103,18 @@ def parse_plan(data: object, *, base_dir: Path, source: str) -> Plan:
     if not isinstance(data, dict):
         raise PlanError(source, [f"(top level): expected a mapping, got {type(data).__name__}"])
     try:
-        return Plan.model_validate(data, context={"base_dir": str(base_dir)})
+        plan = Plan.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         raise PlanError(source, format_errors(exc)) from None
+    problems = []
+    for index, name in enumerate(plan.fleet.names() if plan.fleet else []):
+        try:
+            plan.for_database(name)
+        except ValidationError as exc:
+            problems += [f"fleet.databases[{index}] ({name}): {p}" for p in format_errors(exc)]
+    if problems:
+        raise PlanError(source, problems)
+    return plan
 
 
 def load_plan(path: str | os.PathLike[str] | None = None) -> Plan:

@@ -13,6 +13,10 @@ class DatabaseSettings(Model):
         "PGKEEPER_DATABASE_SECRET_ARN",
         description="env var holding a Secrets Manager ARN (URL string or RDS JSON); wins over url_env",
     )
+    secret_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
+        description="this database's Secrets Manager secret (a fleet member's); wins over secret_arn_env and url_env, "
+                    "and the deployment's PGKEEPER_DATABASE_HOST/PORT/NAME do not apply to it")
     host: str | None = Field(None, description="host for an RDS JSON secret without one (or overriding its)")
     port: int | None = Field(None, ge=1, le=65535, description="port for an RDS JSON secret (default 5432)")
     name: str | None = Field(None, description="database for an RDS JSON secret without dbname (or overriding it)")

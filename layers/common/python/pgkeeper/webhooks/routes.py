@@ -4,9 +4,11 @@ Every request, whatever its path, is verified (signature, timestamp window, secr
 webhook-id recorded in the replay store *before* the resolver sees it, so an unsigned or replayed
 request can neither run a job nor learn which routes exist. Then:
 
-    POST /               {"job", "options", "async"?}  200 with the run's result, or
-                         202 {"run_id"} for a long job (or "async": true), continued asynchronously
-    GET  /runs/{run_id}  that run of this function's job (status, report)
+    POST /               {"job", "options", "async"?, "database"?}  200 with the run's result, or
+                         202 {"run_id"} for a long job (or "async": true), continued asynchronously;
+                         on a fleet plan without "database": 202 with each member's run id (fan-out)
+    GET  /runs/{run_id}  that run of this function's job (status, report); ?database=<member> on a fleet
+                         (so for /health and /status)
     GET  /health         database reachability and latency, last run per job; ?detail=1 adds
                          pgkeeper.health's report
     GET  /status         what `pgkeeper status` says: per silence window the last proof and
@@ -94,16 +96,28 @@ def run_job() -> Response:
     # The webhook-id names the request in the run history (bearer requests have none: Lambda's id).
     request_id = verified.webhook_id or getattr(app.context["lambda_context"], "aws_request_id", None)
     event = parse_body(verified.body, spec.name, request_id)
+    plan: Plan = app.context["plan"]
+    if event.database is None and plan.fleet is not None:
+        return _start_fan_out(spec, event, plan)
+    if event.database is not None:
+        plan = plan.for_database(event.database)  # 400 naming the known ones when it is not
     if spec.long_running if event.run_async is None else event.run_async:  # the caller's "async" wins either way
-        return _start_async(spec, event)
+        return _start_async(spec, event, plan)
     result = runner.execute(spec, event, app.context["lambda_context"])
     return _json(200, result)
+
+
+def _request_plan() -> Plan:
+    """The plan a GET is about: `?database=<member>` on a fleet, else the deployment's (its home)."""
+    plan: Plan = app.context["plan"]
+    name = app.current_event.get_query_string_value("database", "")
+    return plan.for_database(name) if name else plan.home()
 
 
 @app.get("/runs/<run_id>")
 def get_run(run_id: str) -> Response:
     spec: JobSpec = app.context["spec"]
-    run = _session(app.context["plan"], spec).run(lambda conn: runs.get_run(conn, run_id))
+    run = _session(_request_plan(), spec).run(lambda conn: runs.get_run(conn, run_id))
     if run is None or run["job"] != spec.name:
         raise NotFoundError(f"no {spec.name} run with id {run_id}", reason="run_not_found")
     return _json(200, run)
@@ -112,7 +126,7 @@ def get_run(run_id: str) -> Response:
 @app.get("/health")
 def health() -> Response:
     spec: JobSpec = app.context["spec"]
-    plan: Plan = app.context["plan"]
+    plan = _request_plan()
     session = _session(plan, spec)
     try:
         t0 = time.perf_counter()
@@ -134,7 +148,7 @@ def status() -> Response:
     from ..status import Deployment, build_status
 
     spec: JobSpec = app.context["spec"]
-    session = _session(app.context["plan"], spec)
+    session = _session(_request_plan(), spec)
     report = session.run(lambda conn: build_status(conn, Deployment.from_env(), session.db.where))
     return _json(200, report.model_dump(mode="json"))
 
@@ -160,16 +174,35 @@ def _not_found(_exc: Exception) -> Response:
 # ------------------------------------------------------------------------------------ the pieces
 
 
-def _start_async(spec: JobSpec, event: JobEvent) -> Response:
+def _start_fan_out(spec: JobSpec, event: JobEvent, plan: Plan) -> Response:
+    """A request naming no database on a fleet: the fan-out continues asynchronously; the answer names
+    each member's run (its row appears in that member's database once the fan-out reaches it)."""
+    from ..fleet import new_state
+
+    runner.validate_options(spec, event.options)
+    state = new_state(spec, plan)
+    payload = {"job": spec.name, "options": event.options, "trigger": "fleet", "request_id": event.request_id,
+               "fleet": state.model_dump(mode="json")}
+    get_invoker().invoke_async(self_function_name(app.context["lambda_context"]), payload)
+    logger.info("fleet fan-out queued", extra={"job": spec.name, "run_id": state.fleet_run_id})
+    return _json(202, {"run_id": state.fleet_run_id, "job": spec.name, "status": "queued", "fleet": True,
+                       "databases": {m.database: {"run_id": m.run_id,
+                                                  "poll": f"/runs/{m.run_id}?database={m.database}"}
+                                     for m in state.members}})
+
+
+def _start_async(spec: JobSpec, event: JobEvent, plan: Plan) -> Response:
     """Record a queued run, then continue in an asynchronous invocation of this same function."""
     validated = runner.validate_options(spec, event.options)
     opts_json = validated.model_dump(mode="json", exclude_defaults=True)
-    session = _session(app.context["plan"], spec)
-    session.run(lambda conn: runner.preflight(spec, app.context["plan"], validated, conn))  # a typo queues nothing
+    session = _session(plan, spec)
+    session.run(lambda conn: runner.preflight(spec, plan, validated, conn))  # a typo queues nothing
     run_id = runs.new_run_id()
     session.run(lambda conn: runs.queue(conn, run_id, spec.name, "url", event.request_id, opts_json))
     payload = {"job": spec.name, "options": event.options, "trigger": "async", "run_id": run_id,
                "request_id": event.request_id}
+    if event.database is not None:
+        payload["database"] = event.database
     try:
         get_invoker().invoke_async(self_function_name(app.context["lambda_context"]), payload)
     except Exception as exc:  # whatever stopped the dispatch, the queued run must not wait forever
@@ -181,7 +214,8 @@ def _start_async(spec: JobSpec, event: JobEvent) -> Response:
                            extra={"run_id": run_id, "detail": str(db_exc)})
         raise
     logger.info("job queued", extra={"job": spec.name, "run_id": run_id})
-    return _json(202, {"run_id": run_id, "job": spec.name, "status": "queued", "poll": f"/runs/{run_id}"})
+    poll = f"/runs/{run_id}" + (f"?database={event.database}" if event.database else "")
+    return _json(202, {"run_id": run_id, "job": spec.name, "status": "queued", "poll": poll})
 
 
 def _health_report(plan: Plan, spec: JobSpec) -> Any:
@@ -238,7 +272,7 @@ def _replay_store(plan: Plan, spec: JobSpec) -> ReplayStore:
             if store is None:
                 store = _stores[key] = RedisReplayStore(open_client(plan.cache, target))
         return store
-    session = _session(plan, spec)
+    session = _session(plan.home(), spec)
     key = ("postgres", session.db.conninfo, spec.name)
     with _cache_lock:
         store = _stores.get(key)
