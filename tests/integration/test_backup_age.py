@@ -178,11 +178,11 @@ def test_a_sealed_verification_refuses_an_object_altered_before_the_manifest(see
 
     real = verify_mod._verify_sealed
 
-    def tampered(body, manifest, started):
+    def tampered(client, bucket, manifest, started):
         raw = bytearray(s3.get_object(Bucket=BUCKET, Key=manifest.key)["Body"].read())
         raw[-10] ^= 0xFF
         s3.put_object(Bucket=BUCKET, Key=manifest.key, Body=bytes(raw))
-        return real(s3.get_object(Bucket=BUCKET, Key=manifest.key)["Body"], manifest, started)
+        return real(client, bucket, manifest, started)
 
     monkeypatch.setattr(verify_mod, "_verify_sealed", tampered)
     with pytest.raises(VerificationError, match="SHA-256 of the object is"):

@@ -24,7 +24,7 @@ EXPECTED = (
     'an EventBridge "Scheduled Event", or a signed function URL request'
 )
 URL_BODY_KEYS = frozenset({"job", "options", "async", "database"})
-INVOKE_KEYS = frozenset({"job", "options", "trigger", "run_id", "request_id", "database", "fleet"})
+INVOKE_KEYS = frozenset({"job", "options", "trigger", "run_id", "request_id", "database", "fleet", "shard"})
 
 
 class JobEvent(BaseModel):
@@ -44,6 +44,8 @@ class JobEvent(BaseModel):
     """A fleet member's name: run for that database only. Without it a fleet plan fans out to all."""
     fleet: dict[str, Any] | None = None
     """A fan-out continued in a new invocation: its state (fleet.FanOutState), written by pgkeeper."""
+    shard: dict[str, Any] | None = None
+    """A sharded backup's worker: the part to dump (backup.sharding.ShardSpec), written by pgkeeper."""
 
     @field_validator("options", mode="before")
     @classmethod

@@ -34,6 +34,8 @@ class JobContext:
     trigger: str = "invoke"
     member: str | None = None
     """The fleet member this run is for (its name: backups go under it); None without a fleet."""
+    invocation: Any = None
+    """The Lambda context of the invocation (its function name: where workers are invoked)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,6 +122,9 @@ class JobSpec:
     preflight: Callable[[Plan, Any, psycopg.Connection], None] | None = None
     """Check the caller's options against the plan (and the catalog) before anything is recorded:
     raises EventError, so a typo is a 400 with no run row, no lock and no JobFailed metric."""
+    worker: Callable[[Plan, dict[str, Any], Any], dict[str, Any]] | None = None
+    """A part of a run done in an invocation of its own (a sharded backup's data shard): (plan, the
+    event's `shard`, budget) -> its outcome; never raises (the run it belongs to reports it)."""
     alarm_window: Callable[[Any], AlarmWindow | None] | None = None
     """Which silence window a run with these options proves alive when it succeeds (it emits
     metric_names.WORK_PROVEN and pings the window's heartbeat); None when it proves none (a dry run,

@@ -52,7 +52,11 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
     if request.database is not None:
         plan = plan.for_database(request.database)  # one fleet member: its own database and overrides
         logger.append_keys(database=request.database)
-    elif plan.fleet is not None:
+    if request.shard is not None:
+        if spec.worker is None:
+            raise EventError(f"{spec.name} has no workers; the event's `shard` is not for it")
+        return spec.worker(plan, request.shard, budget)
+    if request.database is None and plan.fleet is not None:
         from . import fleet
 
         return fleet.fan_out(spec, request, plan, context, budget)
@@ -87,7 +91,7 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
             if beat:
                 beat.ping("start", seconds_left=budget.remaining())
             ctx = JobContext(plan=plan, db=db, budget=budget, options=options, run_id=run_id,
-                             trigger=request.trigger, member=request.database)
+                             trigger=request.trigger, member=request.database, invocation=context)
             try:
                 report = as_dict(spec.run(ctx))
             except PgkeeperError as exc:

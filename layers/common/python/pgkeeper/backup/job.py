@@ -35,13 +35,14 @@ from ..plan.backup import BackupPlan
 from ..plan.base import split_name
 from . import manifest as mf
 from . import pgtools
+from .coordinator import dump_sharded, shard_groups
 from .encryption import Encryptor, parse_identities, parse_recipients
 from .errors import BackupError, VerificationError
 from .manifest import Verification
-from .pipeline import MultipartUpload, Progress, dump_to_s3
+from .pipeline import MultipartUpload, Progress, UploadResult, dump_to_s3
 from .restore import dbname
 from .retention import decide, lock_until
-from .snapshot import Snapshot, select_tables
+from .snapshot import Selection, Snapshot, TableCount, select_tables
 from .store import BackupStore, DeferredClient, database_folder, s3_client
 from .verify import verify_backup
 
@@ -174,12 +175,13 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
     verify_server = _verify_server(ctx, plan.verify_server_url_env) if mode == "restore" else ""
     recipients = plan.age_recipients()
     identities = _identities(plan) if recipients and mode == "restore" else None
+    reserve_s = _verify_reserve(ctx)
     taken_at = datetime.now(UTC)
     key = store.new_key(taken_at, ctx.run_id, opts.label, encrypted=bool(recipients))
     upload = MultipartUpload(s3, bucket, key, concurrency=plan.upload_concurrency,
                              metadata={"pgkeeper-run-id": ctx.run_id,
                                        "pgkeeper-database": database_folder(folder).rstrip("/")},
-                             time_left=lambda: ctx.budget.remaining() - VERIFY_RESERVE_S,
+                             time_left=lambda: ctx.budget.remaining() - reserve_s,
                              content_type="application/age" if recipients else "application/zstd")
     timeout_s = max(60.0, ctx.budget.remaining())
 
@@ -190,34 +192,14 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
         assert snap.conn is not None  # set by Snapshot.__enter__
         selection = select_tables(snap.conn, plan)
         timings["snapshot_s"] = time.monotonic() - started
-        target, env = pgtools.libpq_target(ctx.db.conninfo, "pgkeeper/backup/pg_dump")
-        argv = [pg_dump.path, "--format=custom", "--compress=0", "--no-password", f"--snapshot={snap.snapshot_id}",
-                f"--lock-wait-timeout={ctx.db.settings.lock_timeout_ms}", *selection.pg_dump_args,
-                "--dbname", target]
-        logger.info("backup started", extra={"key": key, "database": ctx.db.where, "tables": len(selection.tables),
-                                             "pg_dump": pg_dump.version})
-        # Counting runs in the snapshot's own session while pg_dump streams on its session.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgkeeper-count") as pool:
-            counting = pool.submit(_timed, lambda: snap.count_rows(selection.tables,
-                                                                   checksums=plan.content_checksums))
-            try:
-                result = dump_to_s3(
-                    argv, pgtools.child_env(pg_dump, env), upload,
-                    level=plan.compression_level, threads=plan.compression_threads,
-                    part_size=plan.part_size_mib * 1024 * 1024,
-                    deadline=lambda p: _out_of_time(ctx, p),
-                    on_part=ctx.extra.get("on_part"),
-                    encryptor=Encryptor(parse_recipients(recipients)) if recipients else None,
-                )
-            except BaseException:
-                counting.cancel()
-                _cancel_count(snap)
-                raise
-            try:
-                counts, timings["count_s"] = counting.result()
-            except psycopg.Error as exc:
-                _discard(store, key, "counting rows failed")
-                raise BackupError(f"counting rows in the snapshot failed: {exc}") from exc
+        groups = shard_groups(plan, snap.conn, selection.tables)
+        if groups:
+            result, counts, shard_refs = dump_sharded(ctx, s3, bucket, snap, selection, groups, key, pg_dump,
+                                                      recipients, timings, reserve_s)
+        else:
+            result, counts = _dump_one_stream(ctx, store, snap, selection, key, upload, pg_dump, recipients, timings,
+                                              reserve_s)
+            shard_refs = None
     timings["dump_s"] = result.dump_s
 
     manifest = mf.build(
@@ -228,7 +210,7 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
         excluded=mf.Excluded(schemas=list(plan.exclude_schemas), tables=list(plan.exclude_tables),
                              table_data=list(plan.exclude_table_data)),
         level=plan.compression_level, threads=plan.compression_threads, run_id=ctx.run_id, label=opts.label,
-        timings=timings, recipients=recipients,
+        timings=timings, recipients=recipients, shards=shard_refs,
     )
     try:
         verification = verify_backup(s3, bucket, manifest, pg_restore, mode=mode,
@@ -269,6 +251,42 @@ def run(ctx: JobContext) -> BackupReport | BackupDryRunReport | DrillReport:
         duration_s=round(time.monotonic() - started, 3), kept=kept, locked=locked or None)
 
 
+def _dump_one_stream(ctx: JobContext, store: BackupStore, snap: Snapshot, selection: Selection, key: str,
+                     upload: MultipartUpload, pg_dump: pgtools.Tool, recipients: list[str] | None,
+                     timings: dict[str, float], reserve_s: float) -> tuple[UploadResult, list[TableCount]]:
+    """pg_dump of the whole selection in one stream into one object, counting rows in the snapshot meanwhile."""
+    plan = ctx.plan.backup
+    target, env = pgtools.libpq_target(ctx.db.conninfo, "pgkeeper/backup/pg_dump")
+    argv = [pg_dump.path, "--format=custom", "--compress=0", "--no-password", f"--snapshot={snap.snapshot_id}",
+            f"--lock-wait-timeout={ctx.db.settings.lock_timeout_ms}", *selection.pg_dump_args,
+            "--dbname", target]
+    logger.info("backup started", extra={"key": key, "database": ctx.db.where, "tables": len(selection.tables),
+                                         "pg_dump": pg_dump.version})
+    # Counting runs in the snapshot's own session while pg_dump streams on its session.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgkeeper-count") as pool:
+        counting = pool.submit(_timed, lambda: snap.count_rows(selection.tables,
+                                                               checksums=plan.content_checksums))
+        try:
+            result = dump_to_s3(
+                argv, pgtools.child_env(pg_dump, env), upload,
+                level=plan.compression_level, threads=plan.compression_threads,
+                part_size=plan.part_size_mib * 1024 * 1024,
+                deadline=lambda p: _out_of_time(ctx, p, reserve_s),
+                on_part=ctx.extra.get("on_part"),
+                encryptor=Encryptor(parse_recipients(recipients)) if recipients else None,
+            )
+        except BaseException:
+            counting.cancel()
+            _cancel_count(snap)
+            raise
+        try:
+            counts, timings["count_s"] = counting.result()
+        except psycopg.Error as exc:
+            _discard(store, key, "counting rows failed")
+            raise BackupError(f"counting rows in the snapshot failed: {exc}") from exc
+    return result, counts
+
+
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     t0 = time.monotonic()
     return fn(*args), time.monotonic() - t0
@@ -291,9 +309,14 @@ time than the invocation has left is reported as out of reach before anything is
 the upload may eat into it (a stalled endpoint fails the run with that much time left to say so)."""
 
 
-def _out_of_time(ctx: JobContext, progress: Progress) -> bool:
+def _verify_reserve(ctx: JobContext) -> float:
+    """Seconds kept after the upload (see VERIFY_RESERVE_S); a quarter of a short invocation at most."""
+    return min(VERIFY_RESERVE_S, ctx.budget.remaining() / 4)
+
+
+def _out_of_time(ctx: JobContext, progress: Progress, reserve_s: float) -> bool:
     # Reading the object back costs roughly what uploading it did: keep that much, plus a margin.
-    return ctx.budget.exhausted(VERIFY_RESERVE_S + progress.bytes_out / 50e6)
+    return ctx.budget.exhausted(reserve_s + progress.bytes_out / 50e6)
 
 
 def _verify_server(ctx: JobContext, env_name: str | None) -> str:
@@ -346,6 +369,7 @@ def _prune(store: BackupStore, policy: Any, now: datetime | None = None) -> tupl
             if until is not None and until > now:
                 continue  # an unverified dump under lock: S3 removes it once the lock ends (lifecycle)
             store.delete_key(orphan.key)
+            store.delete_stem(orphan.key)  # a sharded backup's other parts
             swept.append(orphan.key)
     if pruned or swept or locked:
         logger.info("retention pruned backups", extra={"pruned": pruned, "orphans": swept,
@@ -484,5 +508,27 @@ def alarm_window(opts: BackupOptions) -> AlarmWindow | None:
     return None if opts.dry_run else "backup"
 
 
+def run_worker(plan: Plan, shard: dict[str, Any], budget: Any) -> dict[str, Any]:
+    """A sharded backup's data shard, in an invocation of its own (coordinator.py invokes it). Its
+    outcome is its record in S3, which the backup's run waits for; never raises (a retry could not
+    import the snapshot any more)."""
+    from ..db import Database
+    from .sharding import WORKER_RESERVE_S, ShardSpec, dump_shard
+
+    name = str(shard.get("name", "?"))
+    try:
+        spec = ShardSpec.model_validate(shard)
+        logger.append_keys(part=spec.name, run_id=spec.run_id)
+        db = Database.from_settings(plan.database, "backup")
+        s3 = s3_client(concurrency=spec.upload_concurrency)
+        record = dump_shard(spec, db.conninfo, s3, pgtools.find("pg_dump"), budget.remaining,
+                            reserve_s=min(WORKER_RESERVE_S, budget.remaining() / 10))
+    except Exception as exc:
+        logger.exception("backup part failed")
+        return {"status": "failed", "part": name, "error": f"{type(exc).__name__}: {first_line(exc)}"}
+    return {"status": "succeeded", "part": name, "bytes_in": record.bytes_in, "bytes_out": record.bytes_out,
+            "seconds": record.dump_s}
+
+
 JOB = JobSpec(name="backup", options=BackupOptions, run=run, long_running=True, check=check,
-              alarm_window=alarm_window)
+              alarm_window=alarm_window, worker=run_worker)

@@ -24,9 +24,10 @@ from .snapshot import TableCount
 FORMAT_NAME = "pgkeeper-backup"
 FORMAT_VERSION = 1
 FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
-ENCRYPTED_FORMAT = f"{FORMAT_NAME}/2"
-"""An encrypted backup's manifest: version 2, so a pgkeeper that cannot decrypt refuses it by name
-instead of calling the object damaged. Unencrypted backups stay version 1 (every reader reads them)."""
+FORMAT_V2 = f"{FORMAT_NAME}/2"
+"""An encrypted or sharded backup's manifest: version 2, so a pgkeeper that cannot decrypt or put
+parts together refuses it by name instead of restoring a piece or calling the object damaged. Other
+backups stay version 1 (every reader reads them)."""
 READABLE_VERSIONS = frozenset({1, 2})
 
 
@@ -58,6 +59,19 @@ class Encryption(_Part):
 
     method: Literal["age"] = "age"
     recipients: list[str]
+
+
+class ShardRef(_Part):
+    """One part of a sharded backup: its own archive (one pg_dump section, or the data of some tables)."""
+
+    name: str
+    section: Literal["pre-data", "data", "post-data"]
+    key: str
+    sha256: str
+    bytes_in: int
+    bytes_out: int
+    tables: list[str] = Field(default_factory=list)
+    """A data part's tables (`schema.name`); shard s00 also holds every table no other part names."""
 
 
 class TableRef(_Part):
@@ -156,6 +170,9 @@ class Manifest(BaseModel):
     finished_at: str | None = None
     encryption: Encryption | None = None
     """Set only in format 2: the object must be decrypted (age) before it is decompressed."""
+    shards: list[ShardRef] | None = None
+    """Set only in format 2: the backup is these parts (`key`/`sha256` above are the pre-data part's;
+    `bytes_in`/`bytes_out` the sums). Restore: pre-data, the data parts (in parallel), post-data."""
 
     @field_validator("format")
     @classmethod
@@ -167,10 +184,11 @@ class Manifest(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _sealed_iff_v2(self) -> Manifest:
-        if (self.format == ENCRYPTED_FORMAT) != (self.encryption is not None):
-            raise ValueError(f"format {self.format} and encryption {'set' if self.encryption else 'absent'} disagree "
-                             f"(only {ENCRYPTED_FORMAT} manifests describe encrypted backups)")
+    def _v2_iff_sealed_or_sharded(self) -> Manifest:
+        needs_v2 = self.encryption is not None or self.shards is not None
+        if (self.format == FORMAT_V2) != needs_v2:
+            raise ValueError(f"format {self.format} does not match the backup (only {FORMAT_V2} manifests describe "
+                             "encrypted or sharded backups)")
         return self
 
     @classmethod
@@ -185,8 +203,8 @@ class Manifest(BaseModel):
 
     def to_json(self) -> bytes:
         # A format-1 manifest stays the document every earlier reader knows: no `encryption: null`.
-        skip = {"encryption"} if self.encryption is None else None
-        return self.model_dump_json(by_alias=True, indent=2, exclude=skip).encode()
+        skip = {k for k in ("encryption", "shards") if getattr(self, k) is None}
+        return self.model_dump_json(by_alias=True, indent=2, exclude=skip or None).encode()
 
     def table_names(self) -> list[tuple[str, str]]:
         return [(t.schema_name, t.name) for t in self.tables]
@@ -225,10 +243,12 @@ def build(
     label: str | None,
     timings: dict[str, float],
     recipients: list[str] | None = None,
+    shards: list[ShardRef] | None = None,
 ) -> Manifest:
     return Manifest(
-        format=ENCRYPTED_FORMAT if recipients else FORMAT,
+        format=FORMAT_V2 if recipients or shards else FORMAT,
         encryption=Encryption(recipients=recipients) if recipients else None,
+        shards=shards,
         key=result.key, bucket=bucket, database=database, server=server, server_version=server_version,
         pg_dump_version=pg_dump_version, archive=Archive(zstd_level=level, zstd_threads=threads),
         sha256=result.sha256, bytes_in=result.bytes_in, bytes_out=result.bytes_out,

@@ -472,12 +472,18 @@ def restore_backup(
     db = target_database(target, settings)
     with db.connect(autocommit=True, purpose="check") as conn:
         version_num = fetch_server_version_num(conn)
-    body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
-    if jobs > 1 and not parallel_blocker(tool, version_num):
+    if manifest.shards is not None:
+        stats = restore_parts(store.s3, store.bucket, manifest, target, tool, server_version_num=version_num,
+                              with_owners=with_owners, identities=identities, jobs=jobs, script=script,
+                              on_progress=on_progress)
+        jobs = max(1, jobs)
+    elif jobs > 1 and not parallel_blocker(tool, version_num):
+        body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
         stats = _restore_parallel(body, target, tool, manifest=manifest, jobs=jobs, with_owners=with_owners,
                                   on_progress=on_progress, workdir=workdir, identities=identities)
     else:
         jobs = 1
+        body = store.s3.get_object(Bucket=store.bucket, Key=ref.key)["Body"]
         sink = restore_sink(tool, target, server_version_num=version_num, with_owners=with_owners, script=script)
         stats = stream_archive(body, [sink], expected_sha256=manifest.sha256, hold_back=True,
                                on_progress=on_progress, identities=identities)
@@ -498,6 +504,49 @@ def restore_backup(
         "seconds": round(stats.seconds, 3),
         "jobs": jobs,
     }
+
+
+def restore_parts(s3: Any, bucket: str, manifest: Manifest, target: str, tool: Tool, *, server_version_num: int,
+                  with_owners: bool = False, identities: Sequence[Any] | None = None, jobs: int = 1,
+                  script: bool | None = None, purpose: str = "restore",
+                  on_progress: Callable[[int, int], None] | None = None) -> StreamStats:
+    """A sharded backup into `target`: pre-data, then the data parts (`jobs` at once), then post-data.
+    Each part is one stream, its SHA-256 checked before its pg_restore may commit; a failure stops
+    there and leaves what earlier parts restored (the error says so)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert manifest.shards is not None
+    started = time.monotonic()
+    totals = [0, 0]
+    lock = threading.Lock()
+
+    def one(part: Any) -> StreamStats:
+        body = s3.get_object(Bucket=bucket, Key=part.key)["Body"]
+        sink = restore_sink(tool, target, server_version_num=server_version_num, with_owners=with_owners,
+                            purpose=purpose, script=script)
+        stats = stream_archive(body, [sink], expected_sha256=part.sha256, hold_back=True, identities=identities)
+        with lock:
+            totals[0] += stats.bytes_compressed
+            totals[1] += stats.bytes_decompressed
+            if on_progress is not None:
+                on_progress(totals[0], totals[1])
+        return stats
+
+    sections = {s: [p for p in manifest.shards if p.section == s] for s in ("pre-data", "data", "post-data")}
+    done = "nothing"
+    try:
+        for part in sections["pre-data"]:
+            one(part)
+        done = "the definitions (pre-data)"
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pgkeeper-restore") as pool:
+            list(pool.map(one, sections["data"]))
+        done = "the definitions and every table's rows (not the indexes and constraints)"
+        for part in sections["post-data"]:
+            one(part)
+    except BackupError as exc:
+        raise RestoreError(f"{exc}; a sharded backup restores part by part: the target holds {done}; drop and "
+                           "recreate it before trying again") from exc
+    return StreamStats(manifest.sha256, totals[0], totals[1], time.monotonic() - started)
 
 
 def require_identities(manifest: Manifest, identities: Sequence[Any] | None, key: str) -> Sequence[Any] | None:

@@ -127,6 +127,10 @@ class Snapshot:
         self.started_at = time.time()
         return self
 
+    def release(self) -> None:
+        """End the transaction now (a sharded backup's workers hold the snapshot themselves)."""
+        self.__exit__(None)
+
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if self.conn is None:
             return

@@ -12,6 +12,7 @@ and retention cost one LIST request per 1,000 objects.
 
 from __future__ import annotations
 
+import builtins
 import re
 import threading
 from collections.abc import Callable
@@ -168,10 +169,26 @@ class BackupStore:
         return key
 
     def delete(self, ref: BackupRef) -> None:
-        """Manifest first: if the second delete fails, what is left is an invisible orphan, never a
-        manifest that points at nothing."""
+        """Manifest first: if a later delete fails, what is left is an invisible orphan, never a
+        manifest that points at nothing. Then the dump and every other object of the backup (the
+        parts of a sharded one share its stem)."""
         self.s3.delete_object(Bucket=self.bucket, Key=ref.manifest_key)
         self.s3.delete_object(Bucket=self.bucket, Key=ref.key)
+        self.delete_stem(ref.key)
+
+    def stem_keys(self, dump_key: str) -> builtins.list[str]:
+        """The objects of a sharded backup besides its dump and manifest (its parts and their records)."""
+        stem = dump_stem(dump_key) or dump_key
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=stem + "."):
+            keys += [o["Key"] for o in page.get("Contents", [])
+                     if o["Key"] != dump_key and not o["Key"].endswith(MANIFEST_SUFFIX)]
+        return keys
+
+    def delete_stem(self, dump_key: str) -> None:
+        """Every object named `<stem>.…` of the dump `dump_key` but its manifest (deleted first)."""
+        for key in self.stem_keys(dump_key):
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
 
     def delete_key(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
@@ -208,9 +225,9 @@ class BackupStore:
         return until.astimezone(UTC) if until else None
 
     def lock(self, ref: BackupRef, until: datetime, mode: str) -> None:
-        """Extend (never shorten: compliance mode forbids it) the lock of a backup's dump and manifest
-        to `until`."""
-        for key in (ref.key, ref.manifest_key):
+        """Extend (never shorten: compliance mode forbids it) the lock of a backup's dump and manifest,
+        and of a sharded backup's other parts, to `until`."""
+        for key in (ref.key, ref.manifest_key, *self.stem_keys(ref.key)):
             current = self.locked_until(key)
             if current is None or current < until:
                 self.s3.put_object_retention(Bucket=self.bucket, Key=key,

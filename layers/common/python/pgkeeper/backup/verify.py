@@ -10,16 +10,18 @@ database is dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
 from ..db import Database
+from ..errors import PgkeeperError
 from ..idents import display
 from ..log import logger
 from ..plan.database import DatabaseSettings
@@ -32,7 +34,9 @@ from .restore import (
     Prefetcher,
     ScriptSink,
     Sink,
+    StreamStats,
     list_sink,
+    restore_parts,
     restore_sink,
     stream_archive,
     table_data_entries,
@@ -94,69 +98,125 @@ def verify_backup(
     if not given): the timeouts of every pgkeeper connection, `pgkeeper/backup/verify`.
     """
     started = time.monotonic()
-    body = s3.get_object(Bucket=bucket, Key=manifest.key)["Body"]
     if manifest.encryption is not None and not identities:
         if mode == "restore":
             raise VerificationError("a restore test of an encrypted backup needs an identity: set "
                                     "backup.age.identity_env")
-        return _verify_sealed(body, manifest, started)
+        return _verify_sealed(s3, bucket, manifest, started)
+    if manifest.shards is not None:
+        return _verify_parts(s3, bucket, manifest, pg_restore, mode=mode, server_conninfo=server_conninfo,
+                             run_id=run_id, settings=settings, run_ended=run_ended, identities=identities,
+                             started=started)
+    body = s3.get_object(Bucket=bucket, Key=manifest.key)["Body"]
     sinks: list[Sink | ScriptSink] = [list_sink(pg_restore)]
-    scratch: str | None = None
-    scratch_db: Database | None = None
-    admin: psycopg.Connection | None = None
-    try:
-        if mode == "restore":
-            server = Database.for_url(server_conninfo, settings or DatabaseSettings(), "backup")
-            admin = server.connect(autocommit=True, purpose=PURPOSE)
-            if run_ended is not None:
-                sweep_leftovers(admin, run_ended)
-            scratch = f"{scratch_prefix(run_id)}{uuid.uuid4().hex[:6]}"
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
-            scratch_db = server.on_database(scratch)
-            version_num = fetch_server_version_num(admin)
-            sinks.append(restore_sink(pg_restore, scratch_db.conninfo, server_version_num=version_num,
-                                      purpose=f"backup/{PURPOSE}"))
+    with contextlib.ExitStack() as stack:
         try:
-            stats = stream_archive(body, sinks, expected_sha256=manifest.sha256, hold_back=mode == "restore",
-                                   decode_all=mode == "restore",
-                                   identities=identities if manifest.encryption is not None else None)
-        except ChecksumMismatchError:
+            scratch_db: Database | None = None
+            if mode == "restore":
+                scratch_db, version_num = stack.enter_context(
+                    _scratch(server_conninfo, settings, run_id, run_ended))
+                sinks.append(restore_sink(pg_restore, scratch_db.conninfo, server_version_num=version_num,
+                                          purpose=f"backup/{PURPOSE}"))
+            stats = _read_back(body, sinks, manifest.sha256, restore=mode == "restore",
+                               identities=identities if manifest.encryption is not None else None)
+            if mode == "restore" and stats.bytes_decompressed != manifest.bytes_in:
+                raise VerificationError(f"the object decompresses to {stats.bytes_decompressed} bytes; pg_dump "
+                                        f"wrote {manifest.bytes_in}")
+            _check_toc(sinks[0].stdout_lines, manifest)
+            restore = _compare_restored(scratch_db, manifest) if scratch_db is not None else None
+        except BaseException:
+            # stream_archive kills its sinks on failure, but not when it was never reached (the scratch
+            # database or the restore sink failed): pg_restore --list would wait on its stdin forever.
+            for sink in sinks:
+                sink.kill()
             raise
-        except Exception as exc:
-            raise VerificationError(f"reading the backup back failed: {exc}") from exc
-        if mode == "restore" and stats.bytes_decompressed != manifest.bytes_in:
-            raise VerificationError(f"the object decompresses to {stats.bytes_decompressed} bytes; pg_dump wrote "
-                                    f"{manifest.bytes_in}")
-        _check_toc(sinks[0].stdout_lines, manifest)
-        restore: RestoreCheck | None = None
-        if scratch_db is not None:
-            with scratch_db.connect(autocommit=True, purpose=PURPOSE) as conn:
-                restored = measure_tables(conn, manifest.table_names(), checksums=manifest.has_checksums())
-            differences = compare(manifest.table_counts(), restored)
-            if differences:
-                raise VerificationError(describe_differences(differences))
-            restore = RestoreCheck(rows_match=True, rows=sum(m.rows for m in restored.values()),
-                                   checksums_match=True if manifest.has_checksums() else None)
-        return Verification(
-            mode=mode, ok=True, sha256="match", bytes_read=stats.bytes_compressed,
-            # Where the full decode happened: in the pipeline (the same bytes, by the SHA-256) or here.
-            decoded=Decoded(bytes=manifest.bytes_in, where="read-back" if mode == "restore" else "upload"),
-            tables=len(manifest.tables), restore=restore, duration_s=round(time.monotonic() - started, 3))
-    except BaseException:
-        # stream_archive kills its sinks on failure, but not when it was never reached (the scratch
-        # database or the restore sink failed): pg_restore --list would wait on its stdin forever.
-        for sink in sinks:
-            sink.kill()
+    return Verification(
+        mode=mode, ok=True, sha256="match", bytes_read=stats.bytes_compressed,
+        # Where the full decode happened: in the pipeline (the same bytes, by the SHA-256) or here.
+        decoded=Decoded(bytes=manifest.bytes_in, where="read-back" if mode == "restore" else "upload"),
+        tables=len(manifest.tables), restore=restore, duration_s=round(time.monotonic() - started, 3))
+
+
+def _read_back(body: Any, sinks: Sequence[Sink | ScriptSink], sha256: str, *, restore: bool,
+               identities: Sequence[Any] | None) -> StreamStats:
+    try:
+        return stream_archive(body, sinks, expected_sha256=sha256, hold_back=restore, decode_all=restore,
+                              identities=identities)
+    except ChecksumMismatchError:
         raise
+    except Exception as exc:
+        raise VerificationError(f"reading the backup back failed: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _scratch(server_conninfo: str, settings: DatabaseSettings | None, run_id: str,
+             run_ended: Callable[[str], bool] | None) -> Iterator[tuple[Database, int]]:
+    """A scratch database on the restore-test server (leftovers of ended runs swept first), dropped after."""
+    server = Database.for_url(server_conninfo, settings or DatabaseSettings(), "backup")
+    admin = server.connect(autocommit=True, purpose=PURPOSE)
+    scratch: str | None = None
+    try:
+        if run_ended is not None:
+            sweep_leftovers(admin, run_ended)
+        scratch = f"{scratch_prefix(run_id)}{uuid.uuid4().hex[:6]}"
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+        yield server.on_database(scratch), fetch_server_version_num(admin)
     finally:
-        if admin is not None:
-            if scratch is not None:
-                try:
-                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-                except psycopg.Error as exc:
-                    logger.warning("could not drop the scratch database", extra={"database": scratch,
-                                                                                  "error": str(exc)[:300]})
-            admin.close()
+        if scratch is not None:
+            try:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+            except psycopg.Error as exc:
+                logger.warning("could not drop the scratch database", extra={"database": scratch,
+                                                                              "error": str(exc)[:300]})
+        admin.close()
+
+
+def _compare_restored(scratch_db: Database, manifest: Manifest) -> RestoreCheck:
+    with scratch_db.connect(autocommit=True, purpose=PURPOSE) as conn:
+        restored = measure_tables(conn, manifest.table_names(), checksums=manifest.has_checksums())
+    differences = compare(manifest.table_counts(), restored)
+    if differences:
+        raise VerificationError(describe_differences(differences))
+    return RestoreCheck(rows_match=True, rows=sum(m.rows for m in restored.values()),
+                        checksums_match=True if manifest.has_checksums() else None)
+
+
+def _verify_parts(s3: Any, bucket: str, manifest: Manifest, pg_restore: Tool, *, mode: Literal["list", "restore"],
+                  server_conninfo: str, run_id: str, settings: DatabaseSettings | None,
+                  run_ended: Callable[[str], bool] | None, identities: Sequence[Any] | None,
+                  started: float) -> Verification:
+    """A sharded backup: every part read back whole against its SHA-256, the data parts' tables of
+    contents together against the manifest's tables; `restore` also restores every part into a
+    scratch database and compares the rows."""
+    assert manifest.shards is not None
+    sealed_ids = identities if manifest.encryption is not None else None
+    toc: list[str] = []
+    read = 0
+    for part in manifest.shards:
+        sink = list_sink(pg_restore)
+        body = s3.get_object(Bucket=bucket, Key=part.key)["Body"]
+        try:
+            stats = _read_back(body, [sink], part.sha256, restore=False, identities=sealed_ids)
+        except BaseException:
+            sink.kill()
+            raise
+        read += stats.bytes_compressed
+        if part.section == "data":
+            toc += sink.stdout_lines
+    _check_toc(toc, manifest)
+    restore = None
+    if mode == "restore":
+        with _scratch(server_conninfo, settings, run_id, run_ended) as (scratch_db, version_num):
+            try:
+                restore_parts(s3, bucket, manifest, scratch_db.conninfo, pg_restore, server_version_num=version_num,
+                              identities=sealed_ids, jobs=2, purpose=f"backup/{PURPOSE}")
+            except PgkeeperError as exc:
+                raise VerificationError(f"restoring the parts failed: {exc}") from exc
+            restore = _compare_restored(scratch_db, manifest)
+    return Verification(mode=mode, ok=True, sha256="match", bytes_read=read,
+                        decoded=Decoded(bytes=manifest.bytes_in, where="read-back" if mode == "restore" else "upload"),
+                        tables=len(manifest.tables), restore=restore,
+                        duration_s=round(time.monotonic() - started, 3))
 
 
 def describe_differences(differences: list[Difference]) -> str:
@@ -169,29 +229,34 @@ def describe_differences(differences: list[Difference]) -> str:
                         for d in (rows or differences)[:10]))
 
 
-def _verify_sealed(body: Any, manifest: Manifest, started: float) -> Verification:
-    """An encrypted backup checked without its key: every stored byte read back against the SHA-256,
-    and the head is an age header sealed to exactly the manifest's recipients."""
+def _verify_sealed(s3: Any, bucket: str, manifest: Manifest, started: float) -> Verification:
+    """An encrypted backup checked without its key: every stored byte of every part read back against
+    its SHA-256, and each starts with an age header sealed to exactly the manifest's recipients."""
     assert manifest.encryption is not None
-    reader = Prefetcher(body)
-    head = bytearray()
-    try:
-        while chunk := reader.read(READ_SIZE):
-            if len(head) < HEAD_BYTES:
-                head += chunk[:HEAD_BYTES - len(head)]
-    except Exception as exc:
-        raise VerificationError(f"reading the backup back failed: {exc}") from exc
-    finally:
-        reader.close()
-    digest = reader.sha.hexdigest()
-    if digest != manifest.sha256:
-        raise ChecksumMismatchError(f"SHA-256 of the object is {digest}, the pipeline computed {manifest.sha256}")
-    stanzas = header_stanzas(bytes(head))
     want = len(manifest.encryption.recipients)
-    if stanzas != want:
-        raise VerificationError(f"the object's age header has {stanzas} recipient stanza(s), the plan names {want}"
-                                if stanzas is not None else "the object does not start with an age header")
-    return Verification(mode="list", ok=True, sha256="match", bytes_read=reader.bytes,
+    parts = [(p.key, p.sha256) for p in manifest.shards] if manifest.shards else [(manifest.key, manifest.sha256)]
+    read = 0
+    for key, sha256 in parts:
+        reader = Prefetcher(s3.get_object(Bucket=bucket, Key=key)["Body"])
+        head = bytearray()
+        try:
+            while chunk := reader.read(READ_SIZE):
+                if len(head) < HEAD_BYTES:
+                    head += chunk[:HEAD_BYTES - len(head)]
+        except Exception as exc:
+            raise VerificationError(f"reading the backup back failed: {exc}") from exc
+        finally:
+            reader.close()
+        digest = reader.sha.hexdigest()
+        if digest != sha256:
+            raise ChecksumMismatchError(f"SHA-256 of the object is {digest}, the pipeline computed {sha256}")
+        stanzas = header_stanzas(bytes(head))
+        if stanzas is None:
+            raise VerificationError("the object does not start with an age header")
+        if stanzas != want:
+            raise VerificationError(f"the object's age header has {stanzas} recipient stanza(s), the plan names {want}")
+        read += reader.bytes
+    return Verification(mode="list", ok=True, sha256="match", bytes_read=read,
                         decoded=Decoded(bytes=manifest.bytes_in, where="upload"), sealed=True,
                         duration_s=round(time.monotonic() - started, 3))
 

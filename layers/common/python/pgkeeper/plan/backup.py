@@ -77,6 +77,13 @@ class BackupPlan(Model):
         default_factory=list, description="tables whose definition is kept but not their rows (logs, sessions)"
     )
     retention: Retention = Field(default_factory=Retention)
+    shards: int | Literal["auto"] = Field(
+        1, description="data shards dumped in parallel in one snapshot, each its own part (1: one stream); "
+                       "auto: one per shard_target_gb of table size")
+    shard_target_gb: float = Field(5.0, gt=0, description="auto sharding: table size per data shard")
+    shard_workers: Literal["invocations", "threads"] = Field(
+        "invocations", description="invocations: each data shard in an asynchronous invocation of the function "
+                                   "(its own timeout and CPU); threads: in this invocation")
     encryption: Literal["none", "age"] = Field(
         "none", description="age: encrypt every backup after compression for `age.recipients` (SSE-KMS, the "
                             "bucket's own encryption, applies either way)")
@@ -87,6 +94,13 @@ class BackupPlan(Model):
     def _bucket_name(cls, value: str | None) -> str | None:
         if value is not None and not _BUCKET.match(value):
             raise ValueError(f"not a valid S3 bucket name: {value!r}")
+        return value
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("between 1 and 64, or auto")
         return value
 
     @field_validator("prefix")
