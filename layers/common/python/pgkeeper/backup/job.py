@@ -371,6 +371,13 @@ def _prune(store: BackupStore, policy: Any, now: datetime | None = None) -> tupl
             store.delete_key(orphan.key)
             store.delete_stem(orphan.key)  # a sharded backup's other parts
             swept.append(orphan.key)
+    for key in store.strays(cutoff):
+        try:
+            store.delete_key(key)
+        except Exception as exc:  # under Object Lock until its retention ends; the next run tries again
+            logger.warning("could not delete a stray object", extra={"key": key, "error": str(exc)[:200]})
+            continue
+        swept.append(key)
     if pruned or swept or locked:
         logger.info("retention pruned backups", extra={"pruned": pruned, "orphans": swept,
                                                        "locked": [b.key for b in locked]})

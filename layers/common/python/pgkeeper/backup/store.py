@@ -142,6 +142,24 @@ class BackupStore:
         backups.sort(key=lambda b: (b.taken_at, b.key), reverse=True)
         return backups, orphans
 
+    def strays(self, older_than: datetime) -> builtins.list[str]:
+        """Objects of no backup and no orphan dump, last written before `older_than`: what a sharded
+        backup's worker wrote after its run had given up (a part, its record). Never a key of ours
+        whose stem still has a dump or a manifest."""
+        objects = self._objects()
+        stems: dict[str, builtins.list[str]] = {}
+        for key in objects:
+            name = key[len(self.base):]
+            if "/" in name or not _NAME.match(name.split(".", 1)[0]):
+                continue  # not ours
+            stems.setdefault(name.split(".", 1)[0], []).append(key)
+        out = []
+        for stem, keys in stems.items():
+            owned = any(k.endswith(MANIFEST_SUFFIX) or dump_stem(k) == self.base + stem for k in keys)
+            if not owned:
+                out += [k for k in keys if objects[k]["LastModified"] < older_than]
+        return sorted(out)
+
     def list(self) -> list[BackupRef]:
         return self.scan()[0]
 
