@@ -6,6 +6,12 @@ All three upload the same database to the same moto S3 server (its own process):
   C  pgkeeper's backup job (snapshot + exact counts, zstd, SHA-256, multipart, manifest, and the
      read-back verification), run in a child process so its peak RSS is its own.
   D  C with `encryption: age` (one recipient): `age_overhead` is D's time over C's.
+  E  C sharded (`shards: 4`, workers as threads): `sharded.throughput_ratio` is C's time over E's; on
+     2 cores no speed-up is expected (pg_dump, zstd and PostgreSQL already share them).
+Past one invocation (`past_one_invocation`): a database of 8 equal tables, S3 behind a proxy that
+caps each upload stream (as one Lambda stream is capped, ~12 MB/s), one part in flight per stream:
+one stream's time T1 is measured, then a timeout of 0.75 x T1 is given to one stream (it fails) and
+to the sharded backup (it completes; `max_worker_seconds` is its slowest data shard).
 CPU: user+system seconds of each approach's whole process tree (the shell pipeline's processes; the
 job's interpreter and pg_dump), from the children's rusage; PostgreSQL's backend and the S3 server
 are the same work for all and not counted. `cpu_ratio` is C's over B's.
@@ -156,10 +162,16 @@ from pgkeeper.backup.job import JOB
 from pgkeeper.local.context import LocalContext
 from pgkeeper.events import JobEvent
 t0 = time.monotonic()
-r = runner.execute(JOB, JobEvent(job="backup", options={}), LocalContext(900))
+import os
+try:
+    r = runner.execute(JOB, JobEvent(job="backup", options={}),
+                       LocalContext(float(os.environ.get("BENCH_TIMEOUT_S", "900"))))
+    out = {"report": r["report"]}
+except Exception as exc:
+    out = {"error": str(exc)[:500]}
 wall = time.monotonic() - t0
 me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("BENCH " + json.dumps({"wall": wall, "maxrss_mb": me, "report": r["report"]}))
+print("BENCH " + json.dumps({"wall": wall, "maxrss_mb": me, **out}))
 """
 
 
@@ -197,7 +209,7 @@ def _tree_rss_kb(root: int) -> tuple[int, int]:
     return _rss_kb(root), sum(_rss_kb(p) for p in family)
 
 
-def _pgkeeper(env: dict) -> dict:
+def _pgkeeper(env: dict, may_fail: bool = False) -> dict:
     """Run the job in a child process, polling its RSS and its children's (pg_dump, pg_restore)."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -217,9 +229,120 @@ def _pgkeeper(env: dict) -> dict:
         raise SystemExit("bench backup: the pgkeeper run failed")
     line = next(ln for ln in "".join(out).splitlines() if ln.startswith("BENCH "))
     result = json.loads(line[6:])
+    if "error" in result and not may_fail:
+        raise SystemExit(f"bench backup: the pgkeeper run failed: {result['error']}")
     result["peak_self_mb"] = peak_self / 1024
     result["peak_tree_mb"] = peak_total / 1024
     return result
+
+
+SHARDS = 4
+STREAM_CAP_MBPS = 10.0
+"""The simulated per-stream upload cap (MB/s) of the sharded mode's proxy."""
+
+
+def _clear(s3) -> None:
+    for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+
+
+class CappedStreams:
+    """An HTTP proxy in front of moto: each part upload is delayed by its size over STREAM_CAP_MBPS,
+    so one upload stream moves at most that (like one Lambda stream); parallel streams each do."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "PUT" and "partNumber=" in self.path:
+                    time.sleep(length / (STREAM_CAP_MBPS * 1e6))
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = target.netloc
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SHARD_TABLES = 8
+SHARD_ROWS = 300_000
+"""The sharded mode's database: 8 tables of ~24 MB each (sharding splits tables, never one table)."""
+
+
+def _past_one_invocation(env: dict, endpoint: str, s3, quick: bool) -> dict:
+    """One stream against the sharded backup when each upload stream is capped (see the module doc)."""
+    rows = SHARD_ROWS // (5 if quick else 1)
+    proxy = CappedStreams(endpoint)
+    with scratch_database("pgk_bench_shards") as url, tempfile.TemporaryDirectory() as tmp:
+        print(f"bench backup: sharded mode: {SHARD_TABLES} tables of {rows} rows", file=sys.stderr)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for n in range(SHARD_TABLES):
+                conn.execute(f"CREATE TABLE t{n} AS SELECT g AS id, md5(g::text) || md5((g * {n + 7})::text) AS a "
+                             f"FROM generate_series(1, {rows}) g")
+        base = f"version: 1\nbackup:\n  bucket: {BUCKET}\n  retention:\n    enabled: false\n  upload_concurrency: 1\n"
+        (Path(tmp) / "one.yaml").write_text(base)
+        (Path(tmp) / "many.yaml").write_text(base + f"  shards: {SHARDS}\n  shard_workers: threads\n")
+        common = {**env, "DATABASE_URL": url, "AWS_ENDPOINT_URL_S3": proxy.url}
+        one = {**common, "PGKEEPER_PLAN": str(Path(tmp) / "one.yaml")}
+        many = {**common, "PGKEEPER_PLAN": str(Path(tmp) / "many.yaml")}
+        try:
+            print(f"  upload streams capped at {STREAM_CAP_MBPS:.0f} MB/s", file=sys.stderr)
+            t0 = time.monotonic()
+            _pgkeeper(one)
+            single_s = time.monotonic() - t0
+            _clear(s3)
+            timeout_s = round(0.75 * single_s, 1)
+            print(f"  one stream: {single_s:.1f} s; both now get {timeout_s} s", file=sys.stderr)
+            failed = _pgkeeper({**one, "BENCH_TIMEOUT_S": str(timeout_s)}, may_fail=True)
+            _clear(s3)
+            t0 = time.monotonic()
+            sharded = _pgkeeper({**many, "BENCH_TIMEOUT_S": str(timeout_s)}, may_fail=True)
+            sharded_s = time.monotonic() - t0
+            manifest = {}
+            if "report" in sharded:
+                key = sharded["report"]["manifest_key"]
+                manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            _clear(s3)
+        finally:
+            proxy.close()
+    print(f"  one stream with {timeout_s} s: {failed.get('error', 'completed')[:100]}; sharded: "
+          f"{sharded.get('error', 'completed')[:100]} in {sharded_s:.1f} s", file=sys.stderr)
+    return {"shards": SHARDS, "tables": SHARD_TABLES, "stream_cap_mb_s": STREAM_CAP_MBPS,
+            "single_stream_s": round(single_s, 2), "timeout_s": timeout_s,
+            "single_stream_within_timeout": "report" in failed, "sharded_within_timeout": "report" in sharded,
+            "sharded_s": round(sharded_s, 2), "max_worker_seconds": manifest.get("timings", {}).get("max_worker_s"),
+            "sharded_error": sharded.get("error")}
 
 
 def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) -> dict:
@@ -248,8 +371,11 @@ def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) 
         sealed_plan = Path(tmp) / "plan-age.yaml"
         sealed_plan.write_text(plan.read_text() + f"  encryption: age\n  age:\n    recipients: [{recipient}]\n")
         denv = {**cenv, "PGKEEPER_PLAN": str(sealed_plan)}
-        times: dict[str, list[float]] = {"A": [], "B": [], "C": [], "D": []}
-        cpu: dict[str, list[float]] = {"A": [], "B": [], "C": [], "D": []}
+        sharded_plan = Path(tmp) / "plan-sharded.yaml"
+        sharded_plan.write_text(plan.read_text() + f"  shards: {SHARDS}\n  shard_workers: threads\n")
+        eenv = {**cenv, "PGKEEPER_PLAN": str(sharded_plan)}
+        times: dict[str, list[float]] = {"A": [], "B": [], "C": [], "D": [], "E": []}
+        cpu: dict[str, list[float]] = {"A": [], "B": [], "C": [], "D": [], "E": []}
         sizes: dict[str, int] = {}
         rss: list[float] = []
         tree_rss: list[float] = []
@@ -302,10 +428,19 @@ def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) 
             s3.delete_object(Bucket=BUCKET, Key=out["report"]["manifest_key"])
             print(f"  D pgkeeper backup job, age-encrypted: {times['D'][-1]:.1f} s", file=sys.stderr)
 
+        def run_e(r: int) -> None:
+            t0, c0 = time.monotonic(), _children_cpu_s()
+            out = _pgkeeper(eenv)
+            times["E"].append(time.monotonic() - t0)
+            cpu["E"].append(_children_cpu_s() - c0)
+            sizes["E"] = out["report"]["bytes_out"]
+            _clear(s3)
+            print(f"  E pgkeeper backup job, {SHARDS} shards: {times['E'][-1]:.1f} s", file=sys.stderr)
+
         # Rotate the order each round: the machine is shared and noisy, no approach always goes first.
-        order = [run_a, run_b, run_c, run_d]
+        order = [run_a, run_b, run_c, run_d, run_e]
         for r in range(rounds):
-            for fn in order[r % 4:] + order[: r % 4]:
+            for fn in order[r % 5:] + order[: r % 5]:
                 fn(r)
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
@@ -329,6 +464,10 @@ def _measure(dataset: str, quick: bool, aws: str, endpoint: str, env: dict, s3) 
         "cpu_ratio": round(cpu_med["C"] / cpu_med["B"], 2),
         "cpu_s_per_gb": {k: round(v / (archive_bytes / 1e9), 2) for k, v in cpu_med.items()},
         "age_overhead": round(med["D"] / med["C"], 3),
+        "sharded": {"shards": SHARDS, "workers": "threads",
+                    "throughput_ratio": round(med["C"] / med["E"], 2),
+                    "note": "one machine of 2 cores: pg_dump, zstd and PostgreSQL already use both; no speed-up "
+                            "is expected from more streams here"},
         "age_size_ratio": round(sizes["D"] / sizes["C"], 4),
         "peak_rss_mb": round(max(rss), 1),
         "peak_rss_tree_mb": round(max(tree_rss), 1),
@@ -356,12 +495,14 @@ def main(quick: bool) -> dict:
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket=BUCKET)
         results = {name: _measure(name, quick, aws, endpoint, env, s3) for name in datasets}
+        past_timeout = _past_one_invocation(env, endpoint, s3, quick)
     finally:
         moto.terminate()
         moto.wait(10)
     # The headline keys describe the default dataset whenever it ran (their meaning never changes);
     # a run of pgbench alone puts its own numbers there, labelled by `dataset`.
     out = {"bench": "backup", **results.get(DEFAULT_DATASET, results[datasets[0]])}
+    out["past_one_invocation"] = past_timeout
     if chosen:
         out["datasets"] = results
     out["aws_cli"] = (subprocess.run([aws, "--version"], capture_output=True, text=True).stdout.strip()

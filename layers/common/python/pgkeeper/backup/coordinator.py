@@ -109,8 +109,8 @@ def dump_sharded(ctx: JobContext, s3: Any, bucket: str, snap: Snapshot, selectio
         discard(s3, bucket, stem)  # a part that completed while the first pass ran
         raise
     local.close()
-    tidy(s3, bucket, stem, names)
     timings["parts_s"] = time.monotonic() - started
+    tidy(s3, bucket, stem, names)
     refs = [ShardRef(name=r.name, section=r.section, key=r.key, sha256=r.sha256, bytes_in=r.bytes_in,
                      bytes_out=r.bytes_out, tables=[f"{s}.{n}" for s, n in r.tables]) for r in done]
     first = done[0]

@@ -108,7 +108,8 @@ class MultipartUpload:
         self._raise_if_failed()
         limit = self._limit()
         if not self._slots.acquire(timeout=limit):
-            raise Stalled(f"S3 took none of the {len(self._futures)} parts in flight within the {limit:.0f} s the "
+            in_flight = sum(not f.done() for f in self._futures)
+            raise Stalled(f"S3 took none of the {in_flight} part(s) in flight within the {limit:.0f} s the "
                           f"run had left, so part {number} could not be handed over (a stalled endpoint?)")
         self._raise_if_failed(release=True)
         self._futures.append(self._pool.submit(self._upload, number, data))

@@ -261,7 +261,7 @@ class Records:
                 self.done[name] = PartRecord.model_validate_json(body)
         return len(self.done) == len(self.names)
 
-    def wait(self, time_left: Callable[[], float], poll_s: float = 0.5) -> list[PartRecord]:
+    def wait(self, time_left: Callable[[], float], poll_s: float = 0.2) -> list[PartRecord]:
         while not self.collect():
             problem = self.failure()
             if problem:
