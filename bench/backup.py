@@ -246,55 +246,6 @@ def _clear(s3) -> None:
         s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
 
 
-class CappedStreams:
-    """An HTTP proxy in front of moto: each part upload is delayed by its size over STREAM_CAP_MBPS,
-    so one upload stream moves at most that (like one Lambda stream); parallel streams each do."""
-
-    def __init__(self, upstream: str) -> None:
-        import http.client
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import urlsplit
-
-        target = urlsplit(upstream)
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else None
-                if self.command == "PUT" and "partNumber=" in self.path:
-                    time.sleep(length / (STREAM_CAP_MBPS * 1e6))
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = target.netloc
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 SHARD_TABLES = 8
 SHARD_ROWS = 300_000
 """The sharded mode's database: 8 tables of ~24 MB each (sharding splits tables, never one table)."""
@@ -303,7 +254,10 @@ SHARD_ROWS = 300_000
 def _past_one_invocation(env: dict, endpoint: str, s3, quick: bool) -> dict:
     """One stream against the sharded backup when each upload stream is capped (see the module doc)."""
     rows = SHARD_ROWS // (5 if quick else 1)
-    proxy = CappedStreams(endpoint)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from s3_proxy import SlowPartsProxy  # the tests' proxy: a part waits its size over the cap
+
+    proxy = SlowPartsProxy(endpoint, lambda size: size / (STREAM_CAP_MBPS * 1e6))
     with scratch_database("pgk_bench_shards") as url, tempfile.TemporaryDirectory() as tmp:
         print(f"bench backup: sharded mode: {SHARD_TABLES} tables of {rows} rows", file=sys.stderr)
         with psycopg.connect(url, autocommit=True) as conn:

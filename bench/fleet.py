@@ -27,6 +27,9 @@ import yaml
 from common import scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from s3_proxy import max_overlap  # noqa: E402  (the tests' helper: one definition of "ran at once")
+
 WORK_S = 1.0
 MEMBER_TIMEOUT_S = 30.0
 """The members' function timeout: small, as the issue asks; each refresh needs WORK_S of it."""
@@ -35,15 +38,6 @@ MEMBER_TIMEOUT_S = 30.0
 def _runs(url: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT trigger, status, started_at, finished_at FROM pgkeeper.runs").fetchall()
-
-
-def _max_overlap(intervals: list[tuple]) -> int:
-    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
-    running = peak = 0
-    for _, step in edges:
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 def main(quick: bool) -> dict:
@@ -98,7 +92,7 @@ def main(quick: bool) -> dict:
                 config.reset()
         fleet_runs = [r for url in urls for r in _runs(url) if r[0] == "fleet"]
         assert len(fleet_runs) == count and all(r[1] == "succeeded" for r in fleet_runs)
-        overlap = _max_overlap([(r[2], r[3]) for r in fleet_runs])
+        overlap = max_overlap([(r[2], r[3]) for r in fleet_runs])
     return {
         "bench": "fleet",
         "databases": count,

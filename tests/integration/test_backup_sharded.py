@@ -8,7 +8,6 @@ completes sharded.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -18,14 +17,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import boto3
 import psycopg
 import pytest
 import test_backup as backup_tests
 import test_fleet
-from quiet_http import QuietHandler, QuietServer
+from s3_proxy import SlowPartsProxy
 from test_backup import BUCKET, TABLES, _content, _dbname, _run
 
 from pgkeeper.backup.errors import BackupError
@@ -163,49 +161,10 @@ def test_a_worker_killed_mid_stream_leaves_no_backup_and_no_open_upload(seeded, 
     assert _keys(s3) == [] and _uploads(s3) == []
 
 
-class ThrottledS3:
-    """An HTTP proxy in front of moto that delays every part upload by `delay_s`: a per-stream cap on
-    upload speed, as a single Lambda stream has (about 12 MB/s in the best published report)."""
-
-    def __init__(self, upstream: str, delay_s: float) -> None:
-        target = urlsplit(upstream)
-        delay = delay_s
-
-        class Handler(QuietHandler):
-            def _forward(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else None
-                if self.command == "PUT" and "partNumber=" in self.path:
-                    time.sleep(delay)
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = target.netloc
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = QuietServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture()
-def throttled(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThrottledS3]:
-    proxy = ThrottledS3(aws, delay_s=2.0)
+def throttled(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowPartsProxy]:
+    """Every part upload takes 2 s more: one stream of N parts needs 2N s, N streams of one part 2 s."""
+    proxy = SlowPartsProxy(aws, lambda _size: 2.0)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
     yield proxy
     proxy.close()

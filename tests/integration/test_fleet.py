@@ -22,6 +22,7 @@ import boto3
 import psycopg
 import pytest
 import yaml
+from s3_proxy import max_overlap
 
 from pgkeeper import config, fleet
 from pgkeeper.errors import EventError
@@ -111,15 +112,6 @@ def _runs(url: str) -> list[tuple]:
                             "FROM pgkeeper.runs ORDER BY started_at").fetchall()
 
 
-def _max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
-    running = peak = 0
-    for _, step in edges:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
 def test_fan_out_runs_every_database_within_the_bound_and_reports_the_unreachable_one(members, served):
     urls = members(4, 0.4)
     names = ["a", "b", "c", "d", "gone"]
@@ -144,7 +136,7 @@ def test_fan_out_runs_every_database_within_the_bound_and_reports_the_unreachabl
         intervals.append((run[4], run[5]))
         with psycopg.connect(url) as conn:  # the view was really refreshed, by this fan-out
             assert conn.execute("SELECT at FROM slow").fetchone()[0] > before
-    assert _max_overlap(intervals) == 2  # in parallel, and never more than the bound
+    assert max_overlap(intervals) == 2  # in parallel, and never more than the bound
 
 
 def test_a_fan_out_longer_than_its_invocation_continues_in_a_new_one_and_keeps_the_bound(members, served,
@@ -164,7 +156,7 @@ def test_a_fan_out_longer_than_its_invocation_continues_in_a_new_one_and_keeps_t
         (run,) = _runs(url)
         assert run[3] == "succeeded", run
         intervals.append((run[4], run[5]))
-    assert _max_overlap(intervals) == 1  # the bound holds across the hand-over
+    assert max_overlap(intervals) == 1  # the bound holds across the hand-over
 
 
 def test_a_request_names_one_database_and_its_run_is_read_back_there(members, served):

@@ -15,10 +15,11 @@ import collections
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from .chunks import ChunkReader
 from .errors import BackupError, ChecksumMismatchError, RestoreError
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -101,29 +102,6 @@ def header_stanzas(head: bytes) -> int | None:
     return sum(1 for line in head[:end].split(b"\n") if line.startswith(_RECIPIENT_STANZAS))
 
 
-class _ChunkReader:
-    """The reader pyrage pulls from (8 KiB at a time): chunks from `next_chunk()` (None or b"" at the
-    end), served in the sizes asked for."""
-
-    def __init__(self, next_chunk: Callable[[], bytes | None]) -> None:
-        self._next = next_chunk
-        self._chunk = memoryview(b"")
-        self._done = False
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._chunk:
-            if self._done:
-                return b""
-            data = self._next()
-            if not data:
-                self._done = True
-                return b""
-            self._chunk = memoryview(data)
-        size = len(self._chunk) if size is None or size < 0 else size
-        out, self._chunk = self._chunk[:size], self._chunk[size:]
-        return bytes(out)
-
-
 class _Collector:
     """The writer pyrage pushes ciphertext to, drained by the pipeline's thread."""
 
@@ -159,7 +137,7 @@ class Encryptor:
 
     def _run(self, recipients: list[Any]) -> None:
         try:
-            _pyrage().encrypt_io(_ChunkReader(self._next_chunk), self._out, recipients)
+            _pyrage().encrypt_io(ChunkReader(self._next_chunk), self._out, recipients)
         except BaseException as exc:
             self._error = exc
 
@@ -239,7 +217,7 @@ class DecryptingReader:
     def _run(self, source: Any, identities: list[Any]) -> None:
         try:
             writer = _QueueWriter(self._out, self._stop)
-            _pyrage().decrypt_io(_ChunkReader(lambda: source.read(READ_SIZE)), writer, identities)
+            _pyrage().decrypt_io(ChunkReader(lambda: source.read(READ_SIZE)), writer, identities)
             writer.flush()
             item: object = _END
         except BaseException as exc:

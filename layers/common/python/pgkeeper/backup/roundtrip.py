@@ -16,36 +16,10 @@ import threading
 
 import zstandard
 
+from .chunks import ChunkReader
 from .errors import BackupError
 
 READ_SIZE = 1024 * 1024
-
-
-class _QueueSource:
-    """A file-like source over queued chunks, for zstd's stream reader; None in the queue is EOF."""
-
-    def __init__(self, chunks: queue.Queue) -> None:
-        self._chunks = chunks
-        self._rest = memoryview(b"")
-        self._eof = False
-
-    def read(self, size: int = -1) -> bytes | memoryview:
-        if not self._rest:
-            if self._eof:
-                return b""
-            item = self._chunks.get()
-            if item is None:
-                self._eof = True
-                return b""
-            self._rest = memoryview(item)
-        n = len(self._rest) if size is None or size < 0 else min(size, len(self._rest))
-        out, self._rest = self._rest[:n], self._rest[n:]
-        return out
-
-    def drain(self) -> None:
-        """Take and drop chunks until EOF, so a producer blocked on a full queue can go on."""
-        while self.read(READ_SIZE):
-            continue
 
 
 class RoundTrip:
@@ -65,7 +39,7 @@ class RoundTrip:
 
     def _run(self) -> None:
         buf = bytearray(READ_SIZE)
-        source = _QueueSource(self._chunks)
+        source = ChunkReader(self._chunks.get, copy=False)  # None in the queue is the end
         try:
             # zstandard's stubs ask for IO[bytes]; any object with read() is accepted.
             with zstandard.ZstdDecompressor().stream_reader(source, read_size=READ_SIZE,  # type: ignore[arg-type]
