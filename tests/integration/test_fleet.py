@@ -264,3 +264,22 @@ def test_status_shows_each_database_and_names_the_unreachable_one(members, serve
         refresh = next(w for w in status["databases"][name]["windows"] if w["window"] == "refresh")
         assert refresh["last_proven"] is not None and not refresh["overdue"], refresh
     assert "gone: unreachable" in err
+
+
+def test_the_plans_heartbeat_is_the_fan_outs_and_fails_when_a_member_does(members, served):
+    from test_silence_metric import PingServer
+
+    pings = PingServer()
+    try:
+        urls = members(2, 0.0)
+        plan = _fleet_plan(["h1", "h2", "gone"], concurrency=3,
+                           heartbeat={"style": "healthchecks", "timeout_s": 2, "urls": {"refresh": pings.url}})
+        s = served(plan, {"FLEET_URL_H1": urls[0], "FLEET_URL_H2": urls[1], "FLEET_URL_GONE": UNREACHABLE})
+        assert s.handler("refresh")({"job": "refresh"}, s.context("refresh", 60))["status"] == "failed"
+        s.wait_for_invocations()
+        paths = [path for _, path, _ in pings.received]
+        # One start and one fail for the whole fleet; the members (inheriting the URL) ping nothing.
+        assert paths == ["/ping/abc-123/start", "/ping/abc-123/fail"], pings.received
+        assert "2 of 3 databases succeeded: gone failed" in pings.received[1][2]
+    finally:
+        pings.close()

@@ -224,6 +224,13 @@ def fan_out(spec: JobSpec, request: JobEvent, plan: Plan, context: Any, budget: 
     logger.append_keys(job=spec.name, run_id=state.fleet_run_id, trigger=request.trigger)
     logger.info("fleet fan-out", extra={"databases": len(state.members), "concurrency": plan.fleet.concurrency,
                                         "continuation": state.continuations})
+    if request.fleet is None:  # the fan-out's start, once: the plan's heartbeat is the fleet's
+        from . import heartbeat
+
+        window = spec.alarm_window(spec.options.model_validate(request.options)) if spec.alarm_window else None
+        beat = heartbeat.for_window(plan.heartbeat, window)
+        if beat:
+            beat.ping("start", seconds_left=budget.remaining())
     coordinator = _Coordinator(spec, request, plan, context, budget, state)
     if not coordinator.run():
         if state.continuations < MAX_CONTINUATIONS:
@@ -233,7 +240,7 @@ def fan_out(spec: JobSpec, request: JobEvent, plan: Plan, context: Any, budget: 
                 member.status, member.finished_at = "failed", time.time()
                 member.error = (f"no end seen after {MAX_CONTINUATIONS} invocations of the fan-out: its run "
                                 f"{member.run_id} in {member.database} may still finish; see its run history")
-    return _report(spec, plan, state, spec.options.model_validate(request.options))
+    return _report(spec, plan, state, spec.options.model_validate(request.options), budget)
 
 
 def _continue(spec: JobSpec, request: JobEvent, context: Any, state: FanOutState) -> dict[str, Any]:
@@ -247,7 +254,7 @@ def _continue(spec: JobSpec, request: JobEvent, context: Any, state: FanOutState
             "report": {"fleet": True, "counts": dict(counts), "continuations": state.continuations}}
 
 
-def _report(spec: JobSpec, plan: Plan, state: FanOutState, options: Any) -> dict[str, Any]:
+def _report(spec: JobSpec, plan: Plan, state: FanOutState, options: Any, budget: Budget) -> dict[str, Any]:
     from . import runner
 
     assert plan.fleet is not None
@@ -265,6 +272,6 @@ def _report(spec: JobSpec, plan: Plan, state: FanOutState, options: Any) -> dict
     report = FleetReport(status=status, summary=summary, counts=dict(counts), concurrency=plan.fleet.concurrency,
                          max_running=state.max_running, continuations=state.continuations, databases=state.members,
                          duration_s=round(time.time() - state.started_at, 3))
-    runner.fleet_outcome(spec, status, report, options)
+    runner.fleet_outcome(spec, status, report, options, plan, budget)
     return {"run_id": state.fleet_run_id, "job": spec.name, "status": status,
             "report": report.model_dump(mode="json")}

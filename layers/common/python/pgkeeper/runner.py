@@ -49,6 +49,10 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
     plan = get_plan()
     options = validate_options(spec, request.options)
     budget = budget or Budget.from_context(context)
+    # A fleet member pings only a heartbeat of its own: the plan's is the fan-out's (fleet_outcome),
+    # else every member's success would mark the check healthy whatever the others did.
+    own_heartbeat = request.database is None or (
+        plan.fleet is not None and (m := plan.fleet.member(request.database)) is not None and m.heartbeat is not None)
     if request.database is not None:
         plan = plan.for_database(request.database)  # one fleet member: its own database and overrides
         logger.append_keys(database=request.database)
@@ -87,7 +91,7 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
                 return _already(spec, run_id, current)
             logger.info("job started", extra={"database": db.where, "options": opts_json})
             window = spec.alarm_window(options) if spec.alarm_window else None
-            beat = heartbeat.for_window(plan.heartbeat, window)
+            beat = heartbeat.for_window(plan.heartbeat, window) if own_heartbeat else None
             if beat:
                 beat.ping("start", seconds_left=budget.remaining())
             ctx = JobContext(plan=plan, db=db, budget=budget, options=options, run_id=run_id,
@@ -192,12 +196,17 @@ def _prove(window: AlarmWindow, database: str | None = None) -> None:
             metric.add_dimension(name="database", value=database)
 
 
-def fleet_outcome(spec: JobSpec, status: str, report: Any, options: Any) -> None:
-    """A fan-out's end: its outcome metric, and the window proven when every member succeeded."""
+def fleet_outcome(spec: JobSpec, status: str, report: Any, options: Any, plan: Plan, budget: Budget) -> None:
+    """A fan-out's end: its outcome metric, the window proven when every member succeeded, and the
+    plan's heartbeat for the window (success, or fail with the members that did not succeed)."""
     window = spec.alarm_window(options) if spec.alarm_window else None
     _count(_OUTCOME_METRICS[status], spec.name)
     if status == "succeeded" and window is not None:
         _prove(window)
+    beat = heartbeat.for_window(plan.heartbeat, window)
+    if beat:
+        summary = str(getattr(report, "summary", "") or f"fleet {spec.name} {status}")
+        beat.ping("success" if status == "succeeded" else "fail", summary, seconds_left=budget.remaining())
     log = logger.info if status == "succeeded" else logger.error
     log(f"fleet {spec.name} {status}", extra={"report": as_dict(report)})
 
