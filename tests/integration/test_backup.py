@@ -913,3 +913,14 @@ def test_without_content_checksums_the_manifest_has_no_checksum_keys(seeded, pla
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=backup["manifest_key"])["Body"].read())
     assert all(set(t) == {"schema", "name", "rows"} for t in manifest["tables"])
     assert "checksums_match" not in json.dumps(manifest)
+
+
+def test_content_checksum_covers_the_whole_row_even_with_a_column_named_t(pg):
+    from pgkeeper.backup.snapshot import measure_tables
+
+    pg.execute("CREATE TABLE odd (id int, t text, other text)")
+    pg.execute("INSERT INTO odd VALUES (1, 'same', 'before')")
+    before = measure_tables(pg, [("public", "odd")], checksums=True)[("public", "odd")].checksum
+    pg.execute("UPDATE odd SET other = 'after'")
+    after = measure_tables(pg, [("public", "odd")], checksums=True)[("public", "odd")].checksum
+    assert before != after

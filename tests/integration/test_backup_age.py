@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 
 import psycopg
 import pyrage
@@ -197,3 +198,45 @@ def test_backups_list_details_names_the_recipients_of_each_backup(sealed, seeded
     (row,) = json.loads(capsys.readouterr().out)["backups"]
     assert row["key"] == sealed["key"]
     assert row["recipients"] == ", ".join(r[:16] + "…" for r in keys["recipients"])
+
+
+def test_a_download_failing_under_the_decryptor_is_reported_as_itself_and_stops_its_thread():
+    """Not as a damaged backup: the network's error passes through; closing stops the age thread."""
+    from pgkeeper.backup.encryption import DecryptingReader
+    from pgkeeper.backup.restore import Prefetcher
+
+    identity = pyrage.x25519.Identity.generate()
+    sealed = pyrage.encrypt(b"x" * 3_000_000, [identity.to_public()])
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.sent = False
+
+        def read(self, size: int = -1) -> bytes:
+            if not self.sent:
+                self.sent = True
+                return sealed[:1_000_000]
+            raise ConnectionResetError("the connection to S3 was reset")
+
+    reader = DecryptingReader(Prefetcher(Flaky()), [identity])
+    with pytest.raises(ConnectionResetError):
+        while reader.read():
+            pass
+
+    import threading
+
+    stalled = Prefetcher(type("Slow", (), {"read": lambda self, n=-1: threading.Event().wait(30) and b""})())
+    blocked = DecryptingReader(stalled, [identity])
+    stalled.close()
+    blocked.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "pgkeeper-age" and t.is_alive() for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "pgkeeper-age" and t.is_alive()]
+
+
+def test_a_secret_key_pasted_as_a_recipient_is_refused_without_echoing_it():
+    secret = str(pyrage.x25519.Identity.generate())
+    with pytest.raises(ValueError) as err:
+        Plan.model_validate({"version": 1, "backup": {"encryption": "age", "age": {"recipients": [secret]}}})
+    assert "that is a secret key" in str(err.value) and secret[15:30] not in str(err.value)

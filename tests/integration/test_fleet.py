@@ -283,3 +283,21 @@ def test_the_plans_heartbeat_is_the_fan_outs_and_fails_when_a_member_does(member
         assert "2 of 3 databases succeeded: gone failed" in pings.received[1][2]
     finally:
         pings.close()
+
+
+def test_a_member_naming_its_own_url_never_falls_back_to_the_deployments_database(monkeypatch):
+    """The template sets PGKEEPER_DATABASE_SECRET_ARN and local runs DATABASE_URL for the deployment's
+    own database: a member with `url_env` (or only a `secret_arn_env`) must not inherit either."""
+    from pgkeeper.db.dsn import resolve_url
+    from pgkeeper.errors import ConfigError
+    from pgkeeper.plan import Plan
+
+    monkeypatch.setenv("PGKEEPER_DATABASE_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:h-AbCdEf")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://home@home-host/home")
+    monkeypatch.setenv("ANALYTICS_URL", "postgresql://a@analytics-host/analytics")
+    plan = Plan.model_validate({"version": 1, "fleet": {"databases": [
+        {"name": "analytics", "database": {"url_env": "ANALYTICS_URL"}},
+        {"name": "other", "database": {"secret_arn_env": "OTHER_SECRET_ARN"}}]}})
+    assert resolve_url(plan.for_database("analytics").database) == "postgresql://a@analytics-host/analytics"
+    with pytest.raises(ConfigError, match="set OTHER_SECRET_ARN to a Secrets Manager secret ARN"):
+        resolve_url(plan.for_database("other").database)  # not DATABASE_URL, not the home secret

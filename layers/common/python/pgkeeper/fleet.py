@@ -36,8 +36,10 @@ from .log import logger
 from .plan import Plan
 from .webhooks.dispatch import get_invoker, self_function_name
 
-MemberStatus = Literal["pending", "queued", "running", "succeeded", "partial", "failed", "skipped"]
-_OPEN = ("queued", "running")
+MemberStatus = Literal["pending", "dispatching", "queued", "running", "succeeded", "partial", "failed", "skipped"]
+_OPEN = ("dispatching", "queued", "running")
+"""`dispatching`: its run may or may not be queued and invoked yet (an invocation ended meanwhile):
+the next one reads its run row before anything else."""
 _FINISHED = frozenset({"succeeded", "partial", "failed", "skipped"})
 CONTINUE_RESERVE_S = 15.0
 """Seconds kept at the end of the coordinator's invocation to hand its state to the next one."""
@@ -103,13 +105,15 @@ class _Coordinator:
     # ------------------------------------------------------------------ one member, on its own thread
     def _carry(self, member: MemberRun) -> None:
         try:
+            if member.status == "dispatching":
+                self._recover(member)
             if member.status == "pending":
                 self._dispatch(member)
             if member.status in _OPEN:
                 self._watch(member)
         except Exception as exc:  # a member's trouble is that member's outcome, never the fan-out's
             logger.exception("fleet member could not be followed", extra={"database": member.database})
-            if member.status == "pending":
+            if member.status in ("pending", "dispatching"):  # e.g. its URL env var is not set
                 self._finish(member, "failed", f"{type(exc).__name__}: {first_line(exc)}")
         finally:
             with self.lock:
@@ -119,7 +123,20 @@ class _Coordinator:
     def _database(self, member: MemberRun) -> Database:
         return Database.from_settings(self.plan.for_database(member.database).database, self.spec.name)
 
+    def _recover(self, member: MemberRun) -> None:
+        """A member an earlier invocation was starting when it ended: queued (its row exists) or not."""
+        db = self._database(member)
+        try:
+            row = runs.get_run(db.conn, member.run_id)
+        except (PgkeeperError, psycopg.Error):
+            row = None  # unreachable now: starting it again fails the same way, and says so
+        finally:
+            db.close()
+        # A row means it was queued, and its invocation was asked for or failed (then the row says so).
+        member.status = "queued" if row is not None else "pending"
+
     def _dispatch(self, member: MemberRun) -> None:
+        member.status = "dispatching"
         db = self._database(member)
         try:
             try:
@@ -233,21 +250,29 @@ def fan_out(spec: JobSpec, request: JobEvent, plan: Plan, context: Any, budget: 
             beat.ping("start", seconds_left=budget.remaining())
     coordinator = _Coordinator(spec, request, plan, context, budget, state)
     if not coordinator.run():
-        if state.continuations < MAX_CONTINUATIONS:
-            return _continue(spec, request, context, state)
+        continued = _continue(spec, request, context, state) if state.continuations < MAX_CONTINUATIONS else None
+        if continued is not None:
+            return continued
+        why = (f"no end seen after {MAX_CONTINUATIONS} invocations of the fan-out" if state.continuations
+               >= MAX_CONTINUATIONS else "the fan-out could not continue in a new invocation")
         for member in state.members:
             if member.status not in _FINISHED:
+                member.error = (f"{why}: " + (f"its run {member.run_id} in {member.database} may still finish; "
+                                              "see its run history" if member.status != "pending" else "never started"))
                 member.status, member.finished_at = "failed", time.time()
-                member.error = (f"no end seen after {MAX_CONTINUATIONS} invocations of the fan-out: its run "
-                                f"{member.run_id} in {member.database} may still finish; see its run history")
     return _report(spec, plan, state, spec.options.model_validate(request.options), budget)
 
 
-def _continue(spec: JobSpec, request: JobEvent, context: Any, state: FanOutState) -> dict[str, Any]:
+def _continue(spec: JobSpec, request: JobEvent, context: Any, state: FanOutState) -> dict[str, Any] | None:
+    """Hand the fan-out to a new invocation; None when that cannot be asked for (the caller reports)."""
     state.continuations += 1
     payload = {"job": spec.name, "options": request.options, "trigger": "fleet", "request_id": request.request_id,
                "fleet": state.model_dump(mode="json")}
-    get_invoker().invoke_async(self_function_name(context), payload)
+    try:
+        get_invoker().invoke_async(self_function_name(context), payload)
+    except Exception as exc:  # raised, Lambda would retry the whole fan-out and repeat finished members
+        logger.error("the fan-out could not continue in a new invocation", extra={"error": str(exc)[:500]})
+        return None
     counts = Counter(m.status for m in state.members)
     logger.info("fleet fan-out continues in a new invocation", extra={"counts": dict(counts)})
     return {"run_id": state.fleet_run_id, "job": spec.name, "status": "continued",

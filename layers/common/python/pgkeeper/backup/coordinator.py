@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from .snapshot import Selection, Snapshot, TableCount
 from .store import AGE_SUFFIX, dump_stem
 
 GB = 1e9
+READ_BACK_BYTES_PER_S = 100e6
+"""What the parts' read-back is planned at (four parts at a time at about 25 MB/s each)."""
 
 
 def shard_groups(plan: BackupPlan, conn: psycopg.Connection, tables: list[tuple[str, str]]
@@ -87,21 +90,29 @@ def dump_sharded(ctx: JobContext, s3: Any, bucket: str, snap: Snapshot, selectio
             if plan.shard_workers == "threads":
                 local.start(spec)
             else:
-                get_invoker().invoke_async(self_function_name(ctx.invocation), worker_event(spec, {}))
+                get_invoker().invoke_async(self_function_name(ctx.invocation), worker_event(spec, {}, s3))
         assert snap.conn is not None
         snapshot_pid = snap.conn.info.backend_pid
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgkeeper-count") as pool:
             counting = pool.submit(snap.count_rows, selection.tables, checksums=plan.content_checksums)
-            with ctx.db.connect(autocommit=True, purpose="shards") as watch:
-                timings["imports_s"] = wait_for_imports(watch, snapshot_pid, ctx.run_id, names,
-                                                        timeout_s=min(IMPORT_WAIT_S, ctx.budget.remaining()),
-                                                        failed=records.failure, finished=records.finished)
-            counts = counting.result()
+            try:
+                with ctx.db.connect(autocommit=True, purpose="shards") as watch:
+                    timings["imports_s"] = wait_for_imports(watch, snapshot_pid, ctx.run_id, names,
+                                                            timeout_s=min(IMPORT_WAIT_S, ctx.budget.remaining()),
+                                                            failed=records.failure, finished=records.finished)
+                counts = counting.result()
+            except BaseException:
+                # Stop a count still scanning, so the parts are removed now, not after a full scan.
+                counting.cancel()
+                with contextlib.suppress(psycopg.Error):
+                    snap.conn.cancel_safe(timeout=5)
+                raise
         timings["count_s"] = time.monotonic() - started
         snap.release()  # every worker holds the snapshot now: no transaction of ours stays open
         logger.info("every worker imported the snapshot; its transaction is closed",
                     extra={"seconds": round(timings["imports_s"], 3)})
-        done = records.wait(lambda: ctx.budget.remaining() - reserve_s)
+        # Keep the time to read every part back (in parallel, verify.py) as the parts come in.
+        done = records.wait(lambda: ctx.budget.remaining() - reserve_s - records.bytes_out() / READ_BACK_BYTES_PER_S)
     except BaseException:
         local.stop()
         discard(s3, bucket, stem)

@@ -51,7 +51,10 @@ def parse_recipients(texts: Sequence[str]) -> list[Any]:
             else:
                 raise ValueError("neither an age1… key nor an ssh-ed25519/ssh-rsa public key")
         except (ValueError, pyrage.RecipientError) as exc:
-            raise ConfigError(f"not an age recipient: {text[:24]!r}…: {exc}") from None
+            if text.upper().startswith("AGE-SECRET-KEY"):
+                raise ConfigError("not an age recipient: that is a secret key (an identity); give its public key "
+                                  "(age-keygen -y key.txt) and keep the secret key out of the plan") from None
+            raise ConfigError(f"not an age recipient: {text[:12]!r}…: {exc}") from None
     return out
 
 
@@ -251,10 +254,13 @@ class DecryptingReader:
 
 
 def _decrypt_error(exc: BaseException) -> BaseException:
+    """pyrage's own failures in our terms; anything else (the download failing under it, which pyrage
+    passes through) as it was."""
+    pyrage = _pyrage()
     text = str(exc)
-    if "No matching keys" in text:
+    if isinstance(exc, pyrage.DecryptError) and "No matching keys" in text:
         return RestoreError("none of the given identities can decrypt this backup: it is sealed to the "
                             "recipients its manifest lists (encryption.recipients)")
-    if isinstance(exc, BackupError | BrokenPipeError):
-        return exc  # ours: the consumer stopped, or the download failed
-    return ChecksumMismatchError(f"the object does not decrypt ({text}): it was altered or damaged after upload")
+    if isinstance(exc, pyrage.DecryptError) or (type(exc) is OSError and text == "decryption error"):
+        return ChecksumMismatchError(f"the object does not decrypt ({text}): it was altered or damaged after upload")
+    return exc

@@ -337,6 +337,7 @@ def _discard(store: BackupStore, key: str, why: str) -> None:
     """Remove an uploaded dump that will never get a manifest (it is invisible either way)."""
     try:
         store.delete_key(key)
+        store.delete_stem(key)  # a sharded backup's other parts
     except Exception as exc:  # best effort: the orphan sweep of a later run removes it
         logger.warning(f"{why}; could not delete the unverified dump", extra={"key": key, "error": str(exc)[:300]})
 
@@ -520,19 +521,26 @@ def run_worker(plan: Plan, shard: dict[str, Any], budget: Any) -> dict[str, Any]
     outcome is its record in S3, which the backup's run waits for; never raises (a retry could not
     import the snapshot any more)."""
     from ..db import Database
-    from .sharding import WORKER_RESERVE_S, ShardSpec, dump_shard
+    from .sharding import WORKER_RESERVE_S, dump_shard, load_spec, record_failure
 
     name = str(shard.get("name", "?"))
+    s3: Any = None
+    started = False
     try:
-        spec = ShardSpec.model_validate(shard)
+        s3 = s3_client(concurrency=int(shard.get("upload_concurrency") or 4))
+        spec = load_spec(shard, s3)
         logger.append_keys(part=spec.name, run_id=spec.run_id)
         db = Database.from_settings(plan.database, "backup")
-        s3 = s3_client(concurrency=spec.upload_concurrency)
-        record = dump_shard(spec, db.conninfo, s3, pgtools.find("pg_dump"), budget.remaining,
+        pg_dump = pgtools.find("pg_dump")
+        started = True  # from here dump_shard records its own failure
+        record = dump_shard(spec, db.conninfo, s3, pg_dump, budget.remaining,
                             reserve_s=min(WORKER_RESERVE_S, budget.remaining() / 10))
     except Exception as exc:
         logger.exception("backup part failed")
-        return {"status": "failed", "part": name, "error": f"{type(exc).__name__}: {first_line(exc)}"}
+        error = f"{type(exc).__name__}: {first_line(exc)}"
+        if not started and s3 is not None:
+            record_failure(s3, shard, error)
+        return {"status": "failed", "part": name, "error": error}
     return {"status": "succeeded", "part": name, "bytes_in": record.bytes_in, "bytes_out": record.bytes_out,
             "seconds": record.dump_s}
 

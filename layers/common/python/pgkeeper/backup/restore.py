@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ..db import Database
 from ..plan.database import DatabaseSettings
 from .encryption import DecryptingReader
-from .errors import BackupError, ChecksumMismatchError, RestoreError
+from .errors import BackupError, ChecksumMismatchError, RestoreError, VerificationError
 from .pgtools import Tool, child_env, fetch_server_version_num, find, libpq_target
 from .pipeline import StderrTail
 
@@ -106,7 +106,8 @@ class Prefetcher:
         item = self._queue.get()
         if item is self._END:
             self._done = True
-            self._thread.join()  # the hash is complete once the thread is done
+            if not self._stop.is_set():  # closed: the reading thread may hang on the network; never wait for it
+                self._thread.join()  # the hash is complete once the thread is done
             return b""
         if isinstance(item, BaseException):
             self._done = True
@@ -114,11 +115,14 @@ class Prefetcher:
         return item
 
     def close(self) -> None:
-        """Stop the reading thread (it may be blocked on a full queue or on the network)."""
+        """Stop the reading thread (it may be blocked on a full queue or on the network), and wake a
+        consumer blocked in `read()` on another thread (age's decryptor) with the end."""
         self._stop.set()
         with contextlib.suppress(queue.Empty):
             while True:
                 self._queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(self._END)
 
 
 class Sink:
@@ -513,39 +517,69 @@ def restore_parts(s3: Any, bucket: str, manifest: Manifest, target: str, tool: T
     """A sharded backup into `target`: pre-data, then the data parts (`jobs` at once), then post-data.
     Each part is one stream, its SHA-256 checked before its pg_restore may commit; a failure stops
     there and leaves what earlier parts restored (the error says so)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     assert manifest.shards is not None
+
     started = time.monotonic()
     totals = [0, 0]
     lock = threading.Lock()
+    committed: list[str] = []
+    running: set[Sink | ScriptSink] = set()
+    stopping = threading.Event()
 
-    def one(part: Any) -> StreamStats:
+    def one(part: Any) -> None:
+        if stopping.is_set():
+            return
         body = s3.get_object(Bucket=bucket, Key=part.key)["Body"]
         sink = restore_sink(tool, target, server_version_num=server_version_num, with_owners=with_owners,
                             purpose=purpose, script=script)
-        stats = stream_archive(body, [sink], expected_sha256=part.sha256, hold_back=True, identities=identities)
         with lock:
+            running.add(sink)
+        try:
+            stats = stream_archive(body, [sink], expected_sha256=part.sha256, hold_back=True, identities=identities)
+        finally:
+            with lock:
+                running.discard(sink)
+        with lock:
+            committed.append(part.name)
             totals[0] += stats.bytes_compressed
             totals[1] += stats.bytes_decompressed
             if on_progress is not None:
                 on_progress(totals[0], totals[1])
-        return stats
 
     sections = {s: [p for p in manifest.shards if p.section == s] for s in ("pre-data", "data", "post-data")}
-    done = "nothing"
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pgkeeper-restore")
     try:
         for part in sections["pre-data"]:
             one(part)
-        done = "the definitions (pre-data)"
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pgkeeper-restore") as pool:
-            list(pool.map(one, sections["data"]))
-        done = "the definitions and every table's rows (not the indexes and constraints)"
+        futures = [pool.submit(one, part) for part in sections["data"]]
+        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            future.result()  # the first failure, raised
+        for future in futures:
+            future.result()
         for part in sections["post-data"]:
             one(part)
-    except BackupError as exc:
-        raise RestoreError(f"{exc}; a sharded backup restores part by part: the target holds {done}; drop and "
-                           "recreate it before trying again") from exc
+    except BaseException as exc:
+        # Stop everything: no part still queued starts, and a part restoring now is killed before it
+        # can commit (its pg_restore runs in one transaction).
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with lock:
+            for sink in list(running):
+                sink.kill()
+        pool.shutdown(wait=True)
+        held = ", ".join(sorted(committed)) or "nothing"
+        note = (f"; a sharded backup restores part by part: the target holds the parts {held}; drop and "
+                "recreate it before trying again")
+        if isinstance(exc, VerificationError):
+            raise type(exc)(f"{exc}{note}") from exc  # a checksum mismatch keeps its own reason
+        if isinstance(exc, BackupError):
+            raise RestoreError(f"{exc}{note}") from exc
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return StreamStats(manifest.sha256, totals[0], totals[1], time.monotonic() - started)
 
 

@@ -44,6 +44,8 @@ SHARD_SUFFIX = ".pgshard.zst"
 RECORD_SUFFIX = ".part.json"
 IMPORT_WAIT_S = 120.0
 """How long the coordinator waits for every worker's pg_dump to import the snapshot (cold starts)."""
+CANCEL_CHECK_S = 5.0
+"""How often a worker looks for its run's `cancelled` marker."""
 WORKER_RESERVE_S = 5.0
 """A worker invocation stops dumping this long before it ends (a tenth of a short one), to abort its
 upload and write its failed record."""
@@ -96,6 +98,16 @@ class FailedRecord(BaseModel):
     error: str
 
 
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
 def application_name(run_id: str, name: str) -> str:
     """What a worker's pg_dump calls itself: how the coordinator sees it import the snapshot."""
     return f"pgkeeper/backup/shard/{run_id.replace('-', '')[:12]}/{name}"
@@ -103,6 +115,11 @@ def application_name(run_id: str, name: str) -> str:
 
 def record_key(stem: str, name: str) -> str:
     return f"{stem}.{name}{RECORD_SUFFIX}"
+
+
+def cancelled_key(stem: str) -> str:
+    """Written first when the run gives up: workers still dumping (other invocations) stop at it."""
+    return f"{stem}.cancelled"
 
 
 def started_key(stem: str, name: str) -> str:
@@ -161,12 +178,19 @@ def dump_shard(spec: ShardSpec, conninfo: str, s3: Any, pg_dump: Tool, time_left
                              time_left=lambda: time_left() - reserve_s,
                              content_type="application/age" if spec.recipients else "application/zstd")
     first = [True]
+    checked = [time.monotonic()]
 
     def deadline(_progress: Any) -> bool:
         if first[0]:  # pg_dump's first bytes: the coordinator may end its transaction as far as we go
             first[0] = False
             s3.put_object(Bucket=spec.bucket, Key=started_key(spec.stem, spec.name), Body=b"")
-        return time_left() < reserve_s or (stop is not None and stop.is_set())
+        if stop is not None and stop.is_set():
+            return True
+        if time.monotonic() - checked[0] > CANCEL_CHECK_S:  # the run gave up (another invocation's)
+            checked[0] = time.monotonic()
+            if _exists(s3, spec.bucket, cancelled_key(spec.stem)):
+                raise BackupError(f"part {spec.name}: the backup's run gave up; stopping")
+        return time_left() < reserve_s
 
     try:
         result: UploadResult = dump_to_s3(
@@ -237,6 +261,10 @@ class Records:
         self.s3, self.bucket, self.stem, self.names = s3, bucket, stem, names
         self.done: dict[str, PartRecord] = {}
 
+    def bytes_out(self) -> int:
+        """What the parts recorded so far hold in S3 (to plan their read-back)."""
+        return sum(r.bytes_out for r in self.done.values())
+
     def failure(self) -> str | None:
         """The first failed part's error, if any wrote one."""
         listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.stem + ".")
@@ -286,8 +314,10 @@ def tidy(s3: Any, bucket: str, stem: str, names: list[str]) -> None:
 
 
 def discard(s3: Any, bucket: str, stem: str) -> None:
-    """Abort every multipart upload and delete every object of the backup `stem` (best effort)."""
+    """Tell workers to stop (the `cancelled` marker, swept a day later with the other strays), then
+    abort every multipart upload and delete every other object of the backup `stem` (best effort)."""
     try:
+        s3.put_object(Bucket=bucket, Key=cancelled_key(stem), Body=b"")
         uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=stem + ".").get("Uploads", [])
         for upload in uploads:
             try:
@@ -295,7 +325,8 @@ def discard(s3: Any, bucket: str, stem: str) -> None:
             except Exception as exc:
                 logger.warning("could not abort a part's upload", extra={"key": upload["Key"], "error": str(exc)[:200]})
         for obj in s3.list_objects_v2(Bucket=bucket, Prefix=stem + ".").get("Contents", []):
-            s3.delete_object(Bucket=bucket, Key=obj["Key"])
+            if obj["Key"] != cancelled_key(stem):
+                s3.delete_object(Bucket=bucket, Key=obj["Key"])
     except Exception as exc:
         logger.warning("could not remove the parts of a failed backup (the lifecycle rule will)",
                        extra={"stem": stem, "error": str(exc)[:300]})
@@ -325,9 +356,40 @@ class ThreadWorkers:
         self._pool.shutdown(wait=True)
 
 
-def worker_event(spec: ShardSpec, options: dict[str, Any]) -> dict[str, Any]:
-    event: dict[str, Any] = {"job": "backup", "options": options, "trigger": "async",
-                             "shard": json.loads(spec.model_dump_json())}
+SPEC_INLINE_MAX = 100_000
+"""A worker's spec larger than this (thousands of tables) goes through S3: an asynchronous invoke's
+payload is limited to 256 KB."""
+
+
+def worker_event(spec: ShardSpec, options: dict[str, Any], s3: Any) -> dict[str, Any]:
+    text = spec.model_dump_json()
+    shard: dict[str, Any] = json.loads(text)
+    if len(text) > SPEC_INLINE_MAX:
+        key = f"{spec.stem}.{spec.name}.spec.json"
+        s3.put_object(Bucket=spec.bucket, Key=key, ContentType="application/json", Body=text.encode())
+        shard = {"spec_key": key, "bucket": spec.bucket, "stem": spec.stem, "name": spec.name}
+    event: dict[str, Any] = {"job": "backup", "options": options, "trigger": "async", "shard": shard}
     if spec.database:
         event["database"] = spec.database
     return event
+
+
+def load_spec(shard: dict[str, Any], s3: Any) -> ShardSpec:
+    """The worker's spec from its event, inline or (a large one) from S3."""
+    if "spec_key" in shard:
+        body = s3.get_object(Bucket=shard["bucket"], Key=shard["spec_key"])["Body"].read()
+        return ShardSpec.model_validate_json(body)
+    return ShardSpec.model_validate(shard)
+
+
+def record_failure(s3: Any, shard: dict[str, Any], error: str) -> None:
+    """A failed record for a worker that failed before dumping (its spec or database unusable), so
+    the run stops waiting for it now rather than at its import timeout."""
+    bucket, stem, name = shard.get("bucket"), shard.get("stem"), shard.get("name")
+    if not (isinstance(bucket, str) and isinstance(stem, str) and isinstance(name, str)):
+        return
+    try:
+        s3.put_object(Bucket=bucket, Key=failed_key(stem, name), ContentType="application/json",
+                      Body=FailedRecord(name=name, error=f"part {name}: {error}"[:4000]).model_dump_json().encode())
+    except Exception as exc:
+        logger.warning("could not record the failed part", extra={"part": name, "error": str(exc)[:300]})

@@ -168,9 +168,10 @@ def measure_tables(conn: psycopg.Connection, tables: list[tuple[str, str]], *,
 
 
 # Order-independent: the sum of the first 64 bits of each row's md5 (as numeric: no overflow). Rows
-# are compared as their text, so both sides fix every setting that changes a value's text.
+# are compared as their text, so both sides fix every setting that changes a value's text. ROW(t.*),
+# not t: a column named `t` would be read instead of the row.
 _CHECKSUM = sql.SQL("SELECT pg_catalog.count(*), coalesce(pg_catalog.sum("
-                    "('x' || pg_catalog.left(pg_catalog.md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text "
+                    "('x' || pg_catalog.left(pg_catalog.md5(ROW(t.*)::text), 16))::bit(64)::bigint::numeric), 0)::text "
                     "FROM {} t")
 _TEXT_OUTPUT = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
                 "extra_float_digits": "3", "bytea_output": "hex"}

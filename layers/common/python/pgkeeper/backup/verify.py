@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import psycopg
@@ -27,7 +28,7 @@ from ..log import logger
 from ..plan.database import DatabaseSettings
 from .encryption import header_stanzas
 from .errors import ChecksumMismatchError, VerificationError
-from .manifest import Decoded, Manifest, RestoreCheck, Verification
+from .manifest import Decoded, Manifest, RestoreCheck, ShardRef, Verification
 from .pgtools import Tool, fetch_server_version_num
 from .restore import (
     READ_SIZE,
@@ -44,6 +45,7 @@ from .restore import (
 from .snapshot import Difference, compare, measure_tables
 
 PURPOSE = "verify"
+PARALLEL_READS = 4
 HEAD_BYTES = 64 * 1024
 """Enough for an age header with many recipients."""
 
@@ -190,20 +192,22 @@ def _verify_parts(s3: Any, bucket: str, manifest: Manifest, pg_restore: Tool, *,
     scratch database and compares the rows."""
     assert manifest.shards is not None
     sealed_ids = identities if manifest.encryption is not None else None
-    toc: list[str] = []
-    read = 0
-    for part in manifest.shards:
+
+    def read_part(part: ShardRef) -> tuple[int, list[str]]:
         sink = list_sink(pg_restore)
-        body = s3.get_object(Bucket=bucket, Key=part.key)["Body"]
         try:
+            body = s3.get_object(Bucket=bucket, Key=part.key)["Body"]
             stats = _read_back(body, [sink], part.sha256, restore=False, identities=sealed_ids)
         except BaseException:
             sink.kill()
             raise
-        read += stats.bytes_compressed
-        if part.section == "data":
-            toc += sink.stdout_lines
-    _check_toc(toc, manifest)
+        return stats.bytes_compressed, sink.stdout_lines if part.section == "data" else []
+
+    # Four parts at a time: a sharded backup is large, and the run waited for its slowest worker.
+    with ThreadPoolExecutor(max_workers=PARALLEL_READS, thread_name_prefix="pgkeeper-verify") as pool:
+        results = list(pool.map(read_part, manifest.shards))
+    read = sum(n for n, _ in results)
+    _check_toc([line for _, lines in results for line in lines], manifest)
     restore = None
     if mode == "restore":
         with _scratch(server_conninfo, settings, run_id, run_ended) as (scratch_db, version_num):

@@ -57,8 +57,9 @@ def run_status(args: argparse.Namespace) -> int:
     reports: dict[str, Any] = {}
     overdue: list[str] = []
     for name, member in members.items():
-        db = Database.from_settings(member.database, "status")
+        db: Database | None = None
         try:
+            db = Database.from_settings(member.database, "status")
             runs.ensure_schema(db.conn, cache_key=db.conninfo)
             report = build_status(db.conn, deployment, db.where)
         except PgkeeperError as exc:
@@ -68,7 +69,8 @@ def run_status(args: argparse.Namespace) -> int:
             overdue.append(f"{name}: unreachable")
             continue
         finally:
-            db.close()
+            if db is not None:
+                db.close()
         reports[name] = report.model_dump(mode="json")
         overdue += [f"{name}: {w}" if name else w for w in report.overdue]
         if not args.json:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import ConfigError
-from ..plan.database import DatabaseSettings
+from ..plan.database import DEPLOYMENT_SECRET_ENV, DatabaseSettings
 from ..secrets import get_secret, secret_object
 
 _NEON_POOLER = re.compile(r"^(ep-[a-z0-9-]+?)-pooler(\..+)$")
@@ -25,16 +25,16 @@ missing (an RDS-managed master secret holds only {username, password}) or must b
 def resolve_url(settings: DatabaseSettings, *, fresh: bool = False) -> str:
     """The URL from the secret named by `secret_arn_env`, else from `url_env`; else a clear error.
     `fresh`: read the secret now, not from the cache (after a rotation)."""
-    arn = settings.secret_arn or os.environ.get(settings.secret_arn_env, "").strip()
+    arn = settings.secret_arn or (os.environ.get(settings.secret_arn_env, "").strip() if settings.secret_arn_env
+                                  else "")
     if arn:
         return url_from_secret(get_secret(arn, force=fresh), arn, settings)
-    url = os.environ.get(settings.url_env, "").strip()
+    url = os.environ.get(settings.url_env, "").strip() if settings.url_env else ""
     if url:
         return url
-    raise ConfigError(
-        f"no database configured: set {settings.url_env} to a postgres:// URL "
-        f"or {settings.secret_arn_env} to a Secrets Manager secret ARN"
-    )
+    ways = [f"{settings.url_env} to a postgres:// URL"] if settings.url_env else []
+    ways += [f"{settings.secret_arn_env} to a Secrets Manager secret ARN"] if settings.secret_arn_env else []
+    raise ConfigError("no database configured: set " + (" or ".join(ways) or "database.secret_arn or url_env"))
 
 
 def url_from_secret(value: str, arn: str = "secret", settings: DatabaseSettings | None = None) -> str:
@@ -57,8 +57,9 @@ def url_from_secret(value: str, arn: str = "secret", settings: DatabaseSettings 
     if missing:
         raise ConfigError(f"{arn}: RDS-style secret lacks {', '.join(missing)}")
 
-    # The deployment's DatabaseHost/Port/Name describe its own database, not a fleet member's secret.
-    deployment = settings.secret_arn is None
+    # The deployment's DatabaseHost/Port/Name describe its own database (the template's secret), not a
+    # fleet member's secret.
+    deployment = settings.secret_arn is None and settings.secret_arn_env == DEPLOYMENT_SECRET_ENV
 
     def setting(env: str, field: str, key: str) -> str | None:
         chosen = (deployment and os.environ.get(env, "").strip()) or getattr(settings, field) or data.get(key)

@@ -19,7 +19,7 @@ from .backup import BackupPlan
 from .base import Model
 from .cache import CachePlan
 from .cleanup import CleanupPlan
-from .database import DatabaseSettings
+from .database import SOURCE_KEYS, DatabaseSettings
 from .fleet import FleetPlan, deep_merge
 from .heartbeat import HeartbeatPlan
 from .refresh import RefreshPlan, ViewSpec
@@ -69,8 +69,13 @@ class Plan(Model):
             raise EventError(f"no database {name!r} in the plan's fleet; known: {', '.join(self.fleet.names())}",
                              reason="bad_database")
         if name not in self._members:
-            self._members[name] = Plan.model_validate(deep_merge(self._raw, member.overrides()),
-                                                      context=self._context)
+            overrides = member.overrides()
+            own = overrides.get("database") or {}
+            if any(own.get(k) for k in SOURCE_KEYS):
+                # A member naming where its database is never falls back to the deployment's: the
+                # sources it does not name are none, not inherited (DATABASE_URL would be the home's).
+                overrides["database"] = {**{k: None if k == "secret_arn" else "" for k in SOURCE_KEYS}, **own}
+            self._members[name] = Plan.model_validate(deep_merge(self._raw, overrides), context=self._context)
         return self._members[name]
 
     def home(self) -> Plan:

@@ -6,12 +6,16 @@ from pydantic import Field
 
 from .base import Model
 
+SOURCE_KEYS = ("secret_arn", "secret_arn_env", "url_env")
+"""Where the URL comes from; a fleet member naming one of them names all (the rest are none)."""
+DEPLOYMENT_SECRET_ENV = "PGKEEPER_DATABASE_SECRET_ARN"  # noqa: S105 - the name of an env var
+
 
 class DatabaseSettings(Model):
-    url_env: str = Field("DATABASE_URL", description="env var holding a postgres:// URL")
+    url_env: str = Field("DATABASE_URL", description="env var holding a postgres:// URL (empty: none)")
     secret_arn_env: str = Field(
-        "PGKEEPER_DATABASE_SECRET_ARN",
-        description="env var holding a Secrets Manager ARN (URL string or RDS JSON); wins over url_env",
+        DEPLOYMENT_SECRET_ENV,
+        description="env var holding a Secrets Manager ARN (URL string or RDS JSON); wins over url_env (empty: none)",
     )
     secret_arn: str | None = Field(
         None, pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
