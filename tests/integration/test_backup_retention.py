@@ -90,11 +90,12 @@ def test_nothing_to_decide_for_an_empty_bucket():
 
 # --- S3 Object Lock, in moto's S3 ----------------------------------------------------------------
 
-def test_object_lock_over_simulated_months_never_deletes_a_locked_backup(aws):
-    """Daily backups and retention for five weeks in a bucket with Object Lock: kept backups are
-    locked to the end of their GFS slot, and a backup retention would delete while its lock runs
-    is reported and left, then deleted once the lock has run out. (The simulated days lie ahead of
-    the real clock: S3 accepts only retain-until dates in the future.)"""
+def test_object_lock_over_a_simulated_year_never_deletes_a_locked_backup(aws):
+    """Daily backups and retention for a year in a bucket with Object Lock: kept backups are locked
+    to the end of their GFS slot, and a backup retention would delete while its lock runs is
+    reported and left, then deleted once the lock has run out. Every delete S3 is asked for is
+    checked against the object's lock at that moment. (The simulated days lie ahead of the real
+    clock: S3 accepts only retain-until dates in the future.)"""
     import boto3
 
     from pgkeeper.backup.job import _prune
@@ -104,25 +105,41 @@ def test_object_lock_over_simulated_months_never_deletes_a_locked_backup(aws):
     s3.create_bucket(Bucket="locked", ObjectLockEnabledForBucket=True)
     s3.put_object_lock_configuration(Bucket="locked", ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
-    store = BackupStore(s3, "locked", "pgkeeper/", "app")
-    policy = Retention(daily=3, weekly=2, monthly=1, min_keep=2)
-    day, deleted_while_locked, reported, pruned_total = at("2027-01-01"), [], set(), set()
-    while day < at("2027-02-07"):
-        key = store.new_key(day, f"run-{day:%Y%m%d}", None)
+    today = [at("2027-01-01")]
+    deletes_while_locked: list[str] = []
+
+    class Watched(BackupStore):
+        def delete_key(self, key: str) -> None:
+            self._check(key)
+            super().delete_key(key)
+
+        def delete(self, ref, listing=None) -> None:  # type: ignore[no-untyped-def]
+            self._check(ref.key)
+            super().delete(ref, listing)
+
+        def _check(self, key: str) -> None:
+            until = self.locked_until(key)  # what S3 says, the moment before the delete
+            if until is not None and until > today[0]:
+                deletes_while_locked.append(key)
+
+    store = Watched(s3, "locked", "pgkeeper/", "app")
+    policy = Retention(daily=2, weekly=2, monthly=1, min_keep=1)  # few kept: a year of S3 calls stays short
+    reported, pruned_total = set(), set()
+    while today[0] < at("2028-01-01"):
+        key = store.new_key(today[0], f"run-{today[0]:%Y%m%d}", None)
         s3.put_object(Bucket="locked", Key=key, Body=b"dump")
         s3.put_object(Bucket="locked", Key=store.manifest_key(key), Body=b"{}")
-        locks_before = {ref.key: store.locked_until(ref.key) for ref in store.list()}
-        pruned, kept, _, locked = _prune(store, policy, now=day)
-        deleted_while_locked += [k for k in pruned if locks_before[k] is not None and locks_before[k] > day]
+        pruned, _kept, _, locked = _prune(store, policy, now=today[0])
         reported |= {b.key for b in locked}
         pruned_total |= set(pruned)
-        for ref in store.list():  # every kept backup is locked at least to the end of today's slot
-            assert store.locked_until(ref.key) is not None and store.locked_until(ref.key) > day, ref.key
-        day += timedelta(days=1)
-    assert deleted_while_locked == []
+        today[0] += timedelta(days=1)
+    assert deletes_while_locked == []
+    assert len(pruned_total) > 300  # a year of dailies went, each once its lock ran out
     assert reported, "some backup left its GFS slot while still locked (a weekly slot ends before 14 days)"
     assert reported & pruned_total, "a backup left for its lock is deleted once the lock ran out"
-    assert len(store.list()) <= 2 + 3 + 2 + 1 + 2  # what the policy keeps, and a few waiting for their lock
+    for ref in store.list():  # what is kept is locked at least to the end of its slot
+        assert store.locked_until(ref.key) is not None and store.locked_until(ref.key) > today[0] - timedelta(days=1)
+    assert len(store.list()) <= 2 + 2 + 1 + 1 + 3  # what the policy keeps, and a few waiting for their lock
 
 
 def test_lock_until_counts_a_weekly_or_monthly_slot_only_once_its_period_ended():

@@ -351,16 +351,17 @@ def _prune(store: BackupStore, policy: Any, now: datetime | None = None) -> tupl
     backups, orphans = store.scan()
     decision = decide(backups, policy)
     mode = store.object_lock_mode()
+    listing = store.last_listing  # the scan's: one LIST for every part of every backup
     if mode:
         for ref in decision.keep:
-            store.lock(ref, lock_until(ref.taken_at, decision.reasons[ref.key], policy, now), mode)
+            store.lock(ref, lock_until(ref.taken_at, decision.reasons[ref.key], policy, now), mode, listing)
     pruned, locked = [], []
     for ref in decision.delete:
         until = store.locked_until(ref.key) if mode else None
         if until is not None and until > now:
             locked.append(LockedBackup(key=ref.key, until=until.isoformat()))
             continue
-        store.delete(ref)
+        store.delete(ref, listing)
         pruned.append(ref.key)
     cutoff = now - ORPHAN_AGE
     swept = []
@@ -370,9 +371,9 @@ def _prune(store: BackupStore, policy: Any, now: datetime | None = None) -> tupl
             if until is not None and until > now:
                 continue  # an unverified dump under lock: S3 removes it once the lock ends (lifecycle)
             store.delete_key(orphan.key)
-            store.delete_stem(orphan.key)  # a sharded backup's other parts
+            store.delete_stem(orphan.key, listing)  # a sharded backup's other parts
             swept.append(orphan.key)
-    for key in store.strays(cutoff):
+    for key in store.strays(cutoff, listing):
         try:
             store.delete_key(key)
         except Exception as exc:  # under Object Lock until its retention ends; the next run tries again

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +100,7 @@ def database_folder(database: str) -> str:
 
 class BackupStore:
     def __init__(self, s3: Any, bucket: str, prefix: str, database: str) -> None:
+        self.last_listing: dict[str, dict] | None = None
         self.s3 = s3
         self.bucket = bucket
         self.base = prefix + database_folder(database)
@@ -123,8 +124,10 @@ class BackupStore:
         return objects
 
     def scan(self) -> tuple[list[BackupRef], list[Orphan]]:
-        """(complete backups newest first, dumps without a manifest)."""
+        """(complete backups newest first, dumps without a manifest). The listing is kept
+        (`last_listing`): retention locks and deletes every part of a backup without listing again."""
         objects = self._objects()
+        self.last_listing = objects
         backups, orphans = [], []
         for key, obj in objects.items():
             stem = dump_stem(key)
@@ -142,11 +145,11 @@ class BackupStore:
         backups.sort(key=lambda b: (b.taken_at, b.key), reverse=True)
         return backups, orphans
 
-    def strays(self, older_than: datetime) -> builtins.list[str]:
+    def strays(self, older_than: datetime, objects: dict[str, dict] | None = None) -> builtins.list[str]:
         """Objects of no backup and no orphan dump, last written before `older_than`: what a sharded
         backup's worker wrote after its run had given up (a part, its record). Never a key of ours
         whose stem still has a dump or a manifest."""
-        objects = self._objects()
+        objects = self._objects() if objects is None else objects
         stems: dict[str, builtins.list[str]] = {}
         for key in objects:
             name = key[len(self.base):]
@@ -186,26 +189,29 @@ class BackupStore:
         self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/json", Body=manifest.to_json())
         return key
 
-    def delete(self, ref: BackupRef) -> None:
+    def delete(self, ref: BackupRef, listing: Collection[str] | None = None) -> None:
         """Manifest first: if a later delete fails, what is left is an invisible orphan, never a
         manifest that points at nothing. Then the dump and every other object of the backup (the
         parts of a sharded one share its stem)."""
         self.s3.delete_object(Bucket=self.bucket, Key=ref.manifest_key)
         self.s3.delete_object(Bucket=self.bucket, Key=ref.key)
-        self.delete_stem(ref.key)
+        self.delete_stem(ref.key, listing)
 
-    def stem_keys(self, dump_key: str) -> builtins.list[str]:
-        """The objects of a sharded backup besides its dump and manifest (its parts and their records)."""
+    def stem_keys(self, dump_key: str, listing: Collection[str] | None = None) -> builtins.list[str]:
+        """The objects of a sharded backup besides its dump and manifest (its parts and their records),
+        from `listing` (a scan's) when given, else listed now."""
         stem = dump_stem(dump_key) or dump_key
-        keys = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=stem + "."):
-            keys += [o["Key"] for o in page.get("Contents", [])
-                     if o["Key"] != dump_key and not o["Key"].endswith(MANIFEST_SUFFIX)]
-        return keys
+        if listing is None:
+            found: set[str] = set()
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=stem + "."):
+                found |= {o["Key"] for o in page.get("Contents", [])}
+            listing = found
+        return sorted(k for k in listing if k.startswith(stem + ".") and k != dump_key
+                      and not k.endswith(MANIFEST_SUFFIX))
 
-    def delete_stem(self, dump_key: str) -> None:
+    def delete_stem(self, dump_key: str, listing: Collection[str] | None = None) -> None:
         """Every object named `<stem>.…` of the dump `dump_key` but its manifest (deleted first)."""
-        for key in self.stem_keys(dump_key):
+        for key in self.stem_keys(dump_key, listing):
             self.s3.delete_object(Bucket=self.bucket, Key=key)
 
     def delete_key(self, key: str) -> None:
@@ -242,11 +248,14 @@ class BackupStore:
         until = head.get("ObjectLockRetainUntilDate")
         return until.astimezone(UTC) if until else None
 
-    def lock(self, ref: BackupRef, until: datetime, mode: str) -> None:
+    def lock(self, ref: BackupRef, until: datetime, mode: str, listing: Collection[str] | None = None) -> None:
         """Extend (never shorten: compliance mode forbids it) the lock of a backup's dump and manifest,
         and of a sharded backup's other parts, to `until`."""
-        for key in (ref.key, ref.manifest_key, *self.stem_keys(ref.key)):
-            current = self.locked_until(key)
+        dump_until = self.locked_until(ref.key)
+        if dump_until is not None and dump_until >= until:
+            return  # set together by this method, so the other parts are locked as long (one HEAD a day)
+        for key in (ref.key, ref.manifest_key, *self.stem_keys(ref.key, listing)):
+            current = dump_until if key == ref.key else self.locked_until(key)
             if current is None or current < until:
                 self.s3.put_object_retention(Bucket=self.bucket, Key=key,
                                              Retention={"Mode": mode, "RetainUntilDate": until})
