@@ -396,6 +396,15 @@ def test_built_handlers_import_under_python_3_13_from_the_layer_alone(build, lam
         paths = [str(build_dir / logical_id), str(build_dir / "CommonLayer/python"), str(runtime)]
         run = subprocess.run([python, "-I", "-c", code, *paths], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, f"{logical_id} under {python}: {run.stderr[-2000:]}"
+    # What the handlers import only when a plan asks for it: age (a native wheel), sharding, the fan-out.
+    lazy = ("import sys; sys.path[:0] = sys.argv[1:]; import pgkeeper.fleet, pgkeeper.backup.coordinator; "
+            "from pgkeeper.backup.encryption import Encryptor, parse_identities, parse_recipients; import pyrage; "
+            "key = pyrage.x25519.Identity.generate(); enc = Encryptor(parse_recipients([str(key.to_public())])); "
+            "sealed = enc.push(b'page' * 100000) + enc.finish(); "
+            "assert pyrage.decrypt(sealed, parse_identities(str(key), 'key')) == b'page' * 100000")
+    paths = [str(build_dir / "CommonLayer/python"), str(runtime)]
+    run = subprocess.run([python, "-I", "-c", lazy, *paths], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"age, sharding and fleet under {python}: {run.stderr[-2000:]}"
 
 
 def test_a_layer_built_for_the_other_architecture_fails_the_cold_start_in_one_line(tmp_path, monkeypatch):
