@@ -240,3 +240,27 @@ def test_a_secret_key_pasted_as_a_recipient_is_refused_without_echoing_it():
     with pytest.raises(ValueError) as err:
         Plan.model_validate({"version": 1, "backup": {"encryption": "age", "age": {"recipients": [secret]}}})
     assert "that is a secret key" in str(err.value) and secret[15:30] not in str(err.value)
+
+
+def test_an_altered_age_header_reads_as_an_altered_object_not_as_a_wrong_key(sealed, s3, seeded, keys,
+                                                                             make_database, capsys):
+    raw = bytearray(s3.get_object(Bucket=BUCKET, Key=sealed["key"])["Body"].read())
+    stanza = raw.index(b"-> X25519 ") + len(b"-> X25519 ")
+    raw[stanza + 3] = ord("A") if raw[stanza + 3] != ord("A") else ord("B")  # the first recipient's share
+    raw[raw.index(b"-> X25519 ", stanza) + 13] ^= 0x01  # and the second's
+    s3.put_object(Bucket=BUCKET, Key=sealed["key"], Body=bytes(raw))
+    assert _restore(["--latest"], make_database(), seeded, "--identity", str(keys["files"][0])) == 2
+    err = capsys.readouterr().err
+    assert "SHA-256 of the object is" in err and "altered or damaged" in err, err
+
+
+def test_a_download_failing_at_its_first_read_is_not_called_a_damaged_backup():
+    from pgkeeper.backup.encryption import DecryptingReader
+    from pgkeeper.backup.restore import Prefetcher
+
+    class Broken:
+        def read(self, size: int = -1) -> bytes:
+            raise TimeoutError("S3 read timed out")
+
+    with pytest.raises(TimeoutError, match="S3 read timed out"):
+        DecryptingReader(Prefetcher(Broken()), [pyrage.x25519.Identity.generate()]).read()

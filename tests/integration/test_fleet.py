@@ -301,3 +301,23 @@ def test_a_member_naming_its_own_url_never_falls_back_to_the_deployments_databas
     assert resolve_url(plan.for_database("analytics").database) == "postgresql://a@analytics-host/analytics"
     with pytest.raises(ConfigError, match="set OTHER_SECRET_ARN to a Secrets Manager secret ARN"):
         resolve_url(plan.for_database("other").database)  # not DATABASE_URL, not the home secret
+
+
+def test_a_member_with_its_own_secret_takes_host_and_name_from_it_not_from_the_plan(aws, monkeypatch):
+    import boto3
+
+    from pgkeeper.db.dsn import resolve_url
+    from pgkeeper.plan import Plan
+
+    arn = boto3.client("secretsmanager").create_secret(Name="member-b", SecretString=json.dumps(
+        {"username": "u", "password": "p", "host": "b.rds.example", "dbname": "bdb"}))["ARN"]
+    plan = Plan.model_validate({"version": 1, "database": {"host": "home.rds.example", "name": "app"},
+                                "heartbeat": {"urls": {"backup": "https://hc-ping.com/fleet-backup",
+                                                       "vacuum": "https://hc-ping.com/fleet-vacuum"}},
+                                "fleet": {"databases": [
+                                    {"name": "b", "database": {"secret_arn": arn},
+                                     "heartbeat": {"urls": {"backup": "https://hc-ping.com/b-backup"}}}]}})
+    member = plan.for_database("b")
+    assert resolve_url(member.database) == "postgresql://u:p@b.rds.example:5432/bdb"
+    # Its heartbeat is its own: the fleet's vacuum check is not pinged by this member's vacuum runs.
+    assert {k: str(v) for k, v in member.heartbeat.urls.items()} == {"backup": "https://hc-ping.com/b-backup"}

@@ -43,6 +43,7 @@ the next one reads its run row before anything else."""
 _FINISHED = frozenset({"succeeded", "partial", "failed", "skipped"})
 CONTINUE_RESERVE_S = 15.0
 """Seconds kept at the end of the coordinator's invocation to hand its state to the next one."""
+MEMBER_TEXT_MAX = 300
 MAX_CONTINUATIONS = 96
 """A fan-out followed for this many invocations (a day at 15 minutes each) gives up on what is left."""
 
@@ -129,7 +130,9 @@ class _Coordinator:
         try:
             row = runs.get_run(db.conn, member.run_id)
         except (PgkeeperError, psycopg.Error):
-            row = None  # unreachable now: starting it again fails the same way, and says so
+            # Unknown: watching it (which retries) is safe; queueing it again could run it twice.
+            member.status = "queued"
+            return
         finally:
             db.close()
         # A row means it was queued, and its invocation was asked for or failed (then the row says so).
@@ -188,7 +191,10 @@ class _Coordinator:
             db.close()
 
     def _finish(self, member: MemberRun, status: MemberStatus, error: str | None, summary: str | None = None) -> None:
-        member.status, member.error, member.summary = status, error, summary
+        # Short: the state rides in a continuation's event (256 KB for every member); the member's own
+        # run history has the whole error.
+        member.status, member.error = status, error[:MEMBER_TEXT_MAX] if error else None
+        member.summary = summary[:MEMBER_TEXT_MAX] if summary else None
         member.finished_at = time.time()
         log = logger.info if status == "succeeded" else logger.warning
         log(f"fleet member {status}", extra={"database": member.database, "member_run_id": member.run_id,

@@ -15,6 +15,7 @@ from ..log import logger
 from ..plan.backup import BackupPlan
 from ..webhooks.dispatch import get_invoker, self_function_name
 from . import pgtools
+from .errors import BackupError
 from .manifest import ShardRef
 from .pipeline import UploadResult
 from .sharding import (
@@ -113,6 +114,10 @@ def dump_sharded(ctx: JobContext, s3: Any, bucket: str, snap: Snapshot, selectio
                     extra={"seconds": round(timings["imports_s"], 3)})
         # Keep the time to read every part back (in parallel, verify.py) as the parts come in.
         done = records.wait(lambda: ctx.budget.remaining() - reserve_s - records.bytes_out() / READ_BACK_BYTES_PER_S)
+        read_back_s = records.bytes_out() / READ_BACK_BYTES_PER_S
+        if ctx.budget.remaining() - reserve_s < read_back_s:
+            raise BackupError(f"every part uploaded, but reading them back (about {read_back_s:.0f} s) no longer fits "
+                              "in this invocation: nothing was kept; use more shards or a longer timeout")
     except BaseException:
         local.stop()
         discard(s3, bucket, stem)

@@ -218,13 +218,22 @@ class DecryptingReader:
         self._thread.start()
 
     def _run(self, source: Any, identities: list[Any]) -> None:
+        failed: list[BaseException] = []
+
+        def next_chunk() -> bytes:
+            try:
+                return source.read(READ_SIZE)
+            except BaseException as exc:  # pyrage may wrap it (a DecryptError): keep the original
+                failed.append(exc)
+                raise
+
         try:
             writer = _QueueWriter(self._out, self._stop)
-            _pyrage().decrypt_io(ChunkReader(lambda: source.read(READ_SIZE)), writer, identities)
+            _pyrage().decrypt_io(ChunkReader(next_chunk), writer, identities)
             writer.flush()
             item: object = _END
         except BaseException as exc:
-            item = exc
+            item = failed[0] if failed else exc
         while not self._stop.is_set():
             try:
                 self._out.put(item, timeout=_WAIT_S)

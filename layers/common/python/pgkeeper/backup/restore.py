@@ -269,6 +269,10 @@ def stream_archive(
         except zstandard.ZstdError as exc:
             raise ChecksumMismatchError(f"the object cannot be decompressed ({exc}): it was altered or damaged "
                                         "after upload") from exc
+        except (RestoreError, ChecksumMismatchError) as exc:
+            if identities is not None and expected_sha256 is not None:
+                _raise_if_altered(reader, expected_sha256, exc)  # a damaged header reads as "no matching key"
+            raise
         while plain.read(READ_SIZE):
             pass  # bytes after the zstd data would still count in the object's checksum
         while reader.read(READ_SIZE):
@@ -292,6 +296,20 @@ def stream_archive(
             plain.close()
         reader.close()
     return StreamStats(digest, reader.bytes, decompressed, time.monotonic() - started)
+
+
+def _raise_if_altered(reader: Prefetcher, expected_sha256: str, exc: BaseException) -> None:
+    """After a decryption failure: read the rest of the object and, if its SHA-256 is not the
+    manifest's, say that (the object was altered) rather than what the decryptor made of it."""
+    try:
+        while reader.read(READ_SIZE):
+            pass
+    except Exception:
+        return  # the download itself fails: the decryptor's error stands
+    digest = reader.sha.hexdigest()
+    if digest != expected_sha256:
+        raise ChecksumMismatchError(f"SHA-256 of the object is {digest}, the manifest says {expected_sha256}: the "
+                                    "object was altered or damaged after upload; nothing was restored from it") from exc
 
 
 def _feed(sinks: Sequence[Sink | ScriptSink | FileSink], data: bytes) -> None:
@@ -536,6 +554,10 @@ def restore_parts(s3: Any, bucket: str, manifest: Manifest, target: str, tool: T
                             purpose=purpose, script=script)
         with lock:
             running.add(sink)
+            if stopping.is_set():  # the restore failed while this part was starting: it never commits
+                running.discard(sink)
+                sink.kill()
+                return
         try:
             stats = stream_archive(body, [sink], expected_sha256=part.sha256, hold_back=True, identities=identities)
         finally:
@@ -575,7 +597,7 @@ def restore_parts(s3: Any, bucket: str, manifest: Manifest, target: str, tool: T
                 "recreate it before trying again")
         if isinstance(exc, VerificationError):
             raise type(exc)(f"{exc}{note}") from exc  # a checksum mismatch keeps its own reason
-        if isinstance(exc, BackupError):
+        if isinstance(exc, Exception):  # S3, pg_restore, anything: the target's state is what matters
             raise RestoreError(f"{exc}{note}") from exc
         raise
     finally:

@@ -172,11 +172,6 @@ def dump_shard(spec: ShardSpec, conninfo: str, s3: Any, pg_dump: Tool, time_left
     `stop`: the coordinator gave up (its thread workers stop at the next chunk, writing nothing).
     `reserve_s`: how long before `time_left()` runs out the dump gives up (to abort and say so)."""
     started = time.monotonic()
-    target, env = libpq_target(conninfo, application_name(spec.run_id, spec.name))
-    upload = MultipartUpload(s3, spec.bucket, spec.key, concurrency=spec.upload_concurrency,
-                             metadata={"pgkeeper-run-id": spec.run_id, "pgkeeper-part": spec.name},
-                             time_left=lambda: time_left() - reserve_s,
-                             content_type="application/age" if spec.recipients else "application/zstd")
     first = [True]
     checked = [time.monotonic()]
 
@@ -193,10 +188,20 @@ def dump_shard(spec: ShardSpec, conninfo: str, s3: Any, pg_dump: Tool, time_left
         return time_left() < reserve_s
 
     try:
+        target, env = libpq_target(conninfo, application_name(spec.run_id, spec.name))
+        upload = MultipartUpload(s3, spec.bucket, spec.key, concurrency=spec.upload_concurrency,
+                                 metadata={"pgkeeper-run-id": spec.run_id, "pgkeeper-part": spec.name},
+                                 time_left=lambda: time_left() - reserve_s,
+                                 content_type="application/age" if spec.recipients else "application/zstd")
         result: UploadResult = dump_to_s3(
             pg_dump_argv(pg_dump, spec, target), child_env(pg_dump, env), upload, level=spec.level,
             threads=spec.threads, part_size=spec.part_size, deadline=deadline,
             encryptor=Encryptor(parse_recipients(spec.recipients)) if spec.recipients else None)
+        record = PartRecord(name=spec.name, section=spec.section, key=spec.key, sha256=result.sha256,
+                            bytes_in=result.bytes_in, bytes_out=result.bytes_out, parts=result.parts,
+                            dump_s=round(time.monotonic() - started, 3), tables=spec.tables)
+        s3.put_object(Bucket=spec.bucket, Key=record_key(spec.stem, spec.name), ContentType="application/json",
+                      Body=record.model_dump_json().encode())
     except BaseException as exc:
         error = f"part {spec.name}: {exc}"
         if stop is not None and stop.is_set():
@@ -207,11 +212,6 @@ def dump_shard(spec: ShardSpec, conninfo: str, s3: Any, pg_dump: Tool, time_left
         except Exception as put_exc:  # the coordinator then waits for this part until its deadline
             logger.warning("could not record the failed part", extra={"part": spec.name, "error": str(put_exc)[:300]})
         raise
-    record = PartRecord(name=spec.name, section=spec.section, key=spec.key, sha256=result.sha256,
-                        bytes_in=result.bytes_in, bytes_out=result.bytes_out, parts=result.parts,
-                        dump_s=round(time.monotonic() - started, 3), tables=spec.tables)
-    s3.put_object(Bucket=spec.bucket, Key=record_key(spec.stem, spec.name), ContentType="application/json",
-                  Body=record.model_dump_json().encode())
     logger.info("backup part uploaded", extra={"part": spec.name, "bytes_in": result.bytes_in,
                                                "seconds": record.dump_s})
     return record

@@ -254,7 +254,8 @@ class BackupStore:
         dump_until = self.locked_until(ref.key)
         if dump_until is not None and dump_until >= until:
             return  # set together by this method, so the other parts are locked as long (one HEAD a day)
-        for key in (ref.key, ref.manifest_key, *self.stem_keys(ref.key, listing)):
+        # The dump last: a dump locked long enough then means every other part was extended too.
+        for key in (*self.stem_keys(ref.key, listing), ref.manifest_key, ref.key):
             current = dump_until if key == ref.key else self.locked_until(key)
             if current is None or current < until:
                 self.s3.put_object_retention(Bucket=self.bucket, Key=key,

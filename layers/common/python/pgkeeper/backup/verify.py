@@ -204,8 +204,14 @@ def _verify_parts(s3: Any, bucket: str, manifest: Manifest, pg_restore: Tool, *,
         return stats.bytes_compressed, sink.stdout_lines if part.section == "data" else []
 
     # Four parts at a time: a sharded backup is large, and the run waited for its slowest worker.
-    with ThreadPoolExecutor(max_workers=PARALLEL_READS, thread_name_prefix="pgkeeper-verify") as pool:
+    pool = ThreadPoolExecutor(max_workers=PARALLEL_READS, thread_name_prefix="pgkeeper-verify")
+    try:
         results = list(pool.map(read_part, manifest.shards))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # the parts not yet read never are: fail now
+        raise
+    finally:
+        pool.shutdown(wait=True)
     read = sum(n for n, _ in results)
     _check_toc([line for _, lines in results for line in lines], manifest)
     restore = None

@@ -19,7 +19,7 @@ from .backup import BackupPlan
 from .base import Model
 from .cache import CachePlan
 from .cleanup import CleanupPlan
-from .database import SOURCE_KEYS, DatabaseSettings
+from .database import NULLABLE_KEYS, SOURCE_KEYS, DatabaseSettings
 from .fleet import FleetPlan, deep_merge
 from .heartbeat import HeartbeatPlan
 from .refresh import RefreshPlan, ViewSpec
@@ -73,9 +73,15 @@ class Plan(Model):
             own = overrides.get("database") or {}
             if any(own.get(k) for k in SOURCE_KEYS):
                 # A member naming where its database is never falls back to the deployment's: the
-                # sources it does not name are none, not inherited (DATABASE_URL would be the home's).
-                overrides["database"] = {**{k: None if k == "secret_arn" else "" for k in SOURCE_KEYS}, **own}
-            self._members[name] = Plan.model_validate(deep_merge(self._raw, overrides), context=self._context)
+                # sources, host, port and name it does not name are none, not inherited (DATABASE_URL
+                # and the plan's database.name are the home's).
+                unset = {k: None if k in NULLABLE_KEYS else "" for k in (*SOURCE_KEYS, *NULLABLE_KEYS)}
+                overrides["database"] = {**unset, **own}
+            merged = deep_merge(self._raw, overrides)
+            if member.heartbeat is not None:
+                # A member's heartbeat is its own: its urls replace the plan's (the fan-out's), never merge.
+                merged["heartbeat"] = {**merged.get("heartbeat", {}), "urls": member.heartbeat.get("urls") or {}}
+            self._members[name] = Plan.model_validate(merged, context=self._context)
         return self._members[name]
 
     def home(self) -> Plan:

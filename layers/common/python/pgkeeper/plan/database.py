@@ -8,6 +8,8 @@ from .base import Model
 
 SOURCE_KEYS = ("secret_arn", "secret_arn_env", "url_env")
 """Where the URL comes from; a fleet member naming one of them names all (the rest are none)."""
+NULLABLE_KEYS = ("secret_arn", "host", "port", "name")
+"""What a member naming its own source does not inherit either (the home database's host and name)."""
 DEPLOYMENT_SECRET_ENV = "PGKEEPER_DATABASE_SECRET_ARN"  # noqa: S105 - the name of an env var
 
 
