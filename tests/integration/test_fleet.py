@@ -106,10 +106,12 @@ def _fleet_plan(names: list[str], concurrency: int, **extra: Any) -> dict[str, A
         for n in names]}, **extra}
 
 
-def _runs(url: str) -> list[tuple]:
+def _runs(url: str, but: str | None = None) -> list[tuple]:
+    """The database's runs, but the fan-out's own (`but`: it is recorded in the first member's)."""
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT run_id::text, job, trigger, status, started_at, finished_at, error "
+        rows = conn.execute("SELECT run_id::text, job, trigger, status, started_at, finished_at, error "
                             "FROM pgkeeper.runs ORDER BY started_at").fetchall()
+    return [r for r in rows if r[0] != but]
 
 
 def test_fan_out_runs_every_database_within_the_bound_and_reports_the_unreachable_one(members, served):
@@ -129,9 +131,12 @@ def test_fan_out_runs_every_database_within_the_bound_and_reports_the_unreachabl
     assert {n: by_name[n]["status"] for n in names} == {"a": "succeeded", "b": "succeeded", "c": "succeeded",
                                                         "d": "succeeded", "gone": "failed"}
     assert report["max_running"] <= 2
+    # The fan-out itself is in the first member's run history, as it ended.
+    (fan,) = [r for r in _runs(urls[0]) if r[0] == result["run_id"]]
+    assert fan[1:4] == ("refresh", "fleet", "failed")
     intervals = []
     for name, url in zip(names[:4], urls, strict=True):
-        (run,) = _runs(url)  # its own run history, in its own database
+        (run,) = _runs(url, but=result["run_id"])  # its own run history, in its own database
         assert run[0] == by_name[name]["run_id"] and run[1:4] == ("refresh", "fleet", "succeeded")
         intervals.append((run[4], run[5]))
         with psycopg.connect(url) as conn:  # the view was really refreshed, by this fan-out
@@ -151,9 +156,11 @@ def test_a_fan_out_longer_than_its_invocation_continues_in_a_new_one_and_keeps_t
     assert first["status"] == "continued" and first["report"]["continuations"] == 1
     s.wait_for_invocations()
 
+    (fan,) = [r for r in _runs(urls[0]) if r[0] == first["run_id"]]
+    assert fan[3] == "succeeded"  # recorded by the invocation that finished it
     intervals = []
     for url in urls:
-        (run,) = _runs(url)
+        (run,) = _runs(url, but=first["run_id"])
         assert run[3] == "succeeded", run
         intervals.append((run[4], run[5]))
     assert max_overlap(intervals) == 1  # the bound holds across the hand-over
@@ -196,8 +203,12 @@ def test_a_signed_request_without_a_database_fans_out_and_names_each_run(members
     assert answer["status"] == "queued" and answer["fleet"] is True and set(answer["databases"]) == {"p", "q"}
     s.wait_for_invocations()
     for name, url in (("p", urls[0]), ("q", urls[1])):
-        (run,) = _runs(url)
+        (run,) = _runs(url, but=answer["run_id"])
         assert run[0] == answer["databases"][name]["run_id"] and run[3] == "succeeded"
+    path = answer["poll"]
+    get = urllib.request.Request(s.url + "/refresh" + path, headers=sign(SECRET, method="GET", path=path))
+    fan = json.loads(urllib.request.urlopen(get).read())  # the fan-out itself, from the first member's history
+    assert fan["status"] == "succeeded" and fan["report"]["counts"] == {"succeeded": 2}
 
 
 def test_each_members_backups_live_under_its_own_name_with_its_own_retention(members, served):

@@ -233,6 +233,37 @@ class _Coordinator:
                 return True
 
 
+class _History:
+    """The fan-out's own row in the home database's run history (`GET /runs/<id>`, `pgkeeper status`).
+    Best effort: a home database that cannot be reached costs the fan-out its row, nothing else."""
+
+    def __init__(self, spec: JobSpec, plan: Plan, run_id: str) -> None:
+        self.spec, self.plan, self.run_id = spec, plan, run_id
+
+    def _do(self, work: Any) -> None:
+        db: Database | None = None
+        try:
+            db = Database.from_settings(self.plan.home().database, self.spec.name)
+            runs.ensure_schema(db.conn, cache_key=db.conninfo)
+            work(db.conn)
+        except (PgkeeperError, psycopg.Error) as exc:
+            logger.warning("could not record the fan-out in the home database's run history",
+                           extra={"error": first_line(exc)})
+        finally:
+            if db is not None:
+                db.close()
+
+    def running(self, request: JobEvent, options: dict[str, Any], seconds: float) -> None:
+        def start(conn: psycopg.Connection) -> None:
+            if runs.start(conn, self.run_id, self.spec.name, "fleet", request.request_id, options,
+                          deadline_s=seconds) is not None:
+                runs.extend(conn, self.run_id, deadline_s=seconds)  # a continuation: still running
+        self._do(start)
+
+    def finished(self, status: str, report: dict[str, Any]) -> None:
+        self._do(lambda conn: runs.finish(conn, self.run_id, status, report))
+
+
 def new_state(spec: JobSpec, plan: Plan) -> FanOutState:
     """A fan-out not yet begun: every member waiting, each with the run id its run will have."""
     assert plan.fleet is not None
@@ -255,6 +286,8 @@ def fan_out(spec: JobSpec, request: JobEvent, plan: Plan, context: Any, budget: 
         if beat:
             beat.ping("start", seconds_left=budget.remaining())
     coordinator = _Coordinator(spec, request, plan, context, budget, state)
+    history = _History(spec, plan, state.fleet_run_id)
+    history.running(request, coordinator.options, budget.seconds_to_end())
     if not coordinator.run():
         continued = _continue(spec, request, context, state) if state.continuations < MAX_CONTINUATIONS else None
         if continued is not None:
@@ -266,7 +299,9 @@ def fan_out(spec: JobSpec, request: JobEvent, plan: Plan, context: Any, budget: 
                 member.error = (f"{why}: " + (f"its run {member.run_id} in {member.database} may still finish; "
                                               "see its run history" if member.status != "pending" else "never started"))
                 member.status, member.finished_at = "failed", time.time()
-    return _report(spec, plan, state, spec.options.model_validate(request.options), budget)
+    result = _report(spec, plan, state, spec.options.model_validate(request.options), budget)
+    history.finished(result["status"], result["report"])
+    return result
 
 
 def _continue(spec: JobSpec, request: JobEvent, context: Any, state: FanOutState) -> dict[str, Any] | None:

@@ -218,6 +218,12 @@ def start(conn: psycopg.Connection, run_id: str, job: str, trigger: str, request
     return status_of(conn, run_id) or RunStatus.RUNNING
 
 
+def extend(conn: psycopg.Connection, run_id: str, *, deadline_s: float) -> None:
+    """A running run carried on by another invocation (a fan-out's hand-over): alive until then."""
+    conn.execute("UPDATE pgkeeper.runs SET deadline_at = pg_catalog.clock_timestamp() + make_interval(secs => %s) "
+                 "WHERE run_id = %s AND status = 'running'", [deadline_s, run_id])
+
+
 def finish(conn: psycopg.Connection, run_id: str, status: RunStatus | str, report: dict[str, Any] | None,
            error: str | None = None, alarm_window: str | None = None) -> None:
     """The run's end, as it really happened (even after the sweep marked it lost), and the silence

@@ -179,13 +179,24 @@ def _start_fan_out(spec: JobSpec, event: JobEvent, plan: Plan) -> Response:
     each member's run (its row appears in that member's database once the fan-out reaches it)."""
     from ..fleet import new_state
 
-    runner.validate_options(spec, event.options)
+    validated = runner.validate_options(spec, event.options)
     state = new_state(spec, plan)
+    opts_json = validated.model_dump(mode="json", exclude_defaults=True)
+    # Queued in the home database: `GET /runs/<run_id>` answers from the first moment.
+    _session(plan.home(), spec).run(lambda conn: runs.queue(conn, state.fleet_run_id, spec.name, "fleet",
+                                                            event.request_id, opts_json))
     payload = {"job": spec.name, "options": event.options, "trigger": "fleet", "request_id": event.request_id,
                "fleet": state.model_dump(mode="json")}
-    get_invoker().invoke_async(self_function_name(app.context["lambda_context"]), payload)
+    try:
+        get_invoker().invoke_async(self_function_name(app.context["lambda_context"]), payload)
+    except Exception as exc:  # the queued row must not wait for a fan-out that never starts
+        error = (str(exc) if isinstance(exc, PgkeeperError) else f"{type(exc).__name__}: {exc}")[:4000]
+        _session(plan.home(), spec).run(lambda conn: runs.finish(conn, state.fleet_run_id, "failed", None,
+                                                                 error=error))
+        raise
     logger.info("fleet fan-out queued", extra={"job": spec.name, "run_id": state.fleet_run_id})
     return _json(202, {"run_id": state.fleet_run_id, "job": spec.name, "status": "queued", "fleet": True,
+                       "poll": f"/runs/{state.fleet_run_id}",
                        "databases": {m.database: {"run_id": m.run_id,
                                                   "poll": f"/runs/{m.run_id}?database={m.database}"}
                                      for m in state.members}})
