@@ -202,6 +202,7 @@ def test_backups_list_details_names_the_recipients_of_each_backup(sealed, seeded
 
 def test_a_download_failing_under_the_decryptor_is_reported_as_itself_and_stops_its_thread():
     """Not as a damaged backup: the network's error passes through; closing stops the age thread."""
+    from pgkeeper.backup.chunks import drain
     from pgkeeper.backup.encryption import DecryptingReader
     from pgkeeper.backup.restore import Prefetcher
 
@@ -220,8 +221,7 @@ def test_a_download_failing_under_the_decryptor_is_reported_as_itself_and_stops_
 
     reader = DecryptingReader(Prefetcher(Flaky()), [identity])
     with pytest.raises(ConnectionResetError):
-        while reader.read():
-            pass
+        drain(reader)
 
     import threading
 

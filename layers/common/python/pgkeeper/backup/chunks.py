@@ -1,9 +1,14 @@
-"""A file-like reader over a sequence of chunks, for libraries that pull (zstd's stream reader,
-pyrage's streams) from data that arrives pushed (a queue, a download)."""
+"""Streams between threads: a file-like reader over chunks, for libraries that pull (zstd's stream
+reader, pyrage's streams) from data that arrives pushed (a queue, a download), and the bounded-queue
+moves every stage of the pipeline and of a restore makes."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Callable
+from typing import Any
 
 READ_SIZE = 1024 * 1024
 
@@ -34,5 +39,32 @@ class ChunkReader:
 
     def drain(self) -> None:
         """Take and drop chunks until the end, so a producer blocked on a full queue can go on."""
-        while self.read(READ_SIZE):
+        drain(self)
+
+
+def drain(stream: Any) -> None:
+    """Read `stream` to its end, dropping what it returns (what is left still counts in its hash)."""
+    while stream.read(READ_SIZE):
+        continue
+
+
+def put_unless_stopped(box: queue.Queue, item: object, stop: threading.Event, wait_s: float = 0.5) -> bool:
+    """Put `item` on a bounded queue, waiting while it is full; False when `stop` is set first (the
+    other side has gone: waiting on would hang the thread for ever)."""
+    while not stop.is_set():
+        try:
+            box.put(item, timeout=wait_s)
+            return True
+        except queue.Full:
             continue
+    return False
+
+
+def empty_then_end(box: queue.Queue, end: object) -> None:
+    """Drop what waits in `box` and leave `end` in it: a producer blocked on the full queue goes on,
+    and a consumer blocked on the empty one wakes to the end."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            box.get_nowait()
+    with contextlib.suppress(queue.Full):
+        box.put_nowait(end)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from .chunks import ChunkReader
+from .chunks import ChunkReader, empty_then_end, put_unless_stopped
 from .errors import BackupError, ChecksumMismatchError, RestoreError
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -118,7 +118,7 @@ class _Collector:
         return len(data)
 
     def flush(self) -> None:
-        pass
+        """Nothing is buffered here (pyrage calls it; `drain` hands the ciphertext on)."""
 
     def drain(self) -> bytes:
         with self._lock:
@@ -196,13 +196,8 @@ class _QueueWriter:
         if not self._buf:
             return
         chunk, self._buf = bytes(self._buf), bytearray()
-        while not self._stop.is_set():
-            try:
-                self._sink.put(chunk, timeout=_WAIT_S)
-                return
-            except queue.Full:
-                continue
-        raise BrokenPipeError("the restore stopped reading")
+        if not put_unless_stopped(self._sink, chunk, self._stop, _WAIT_S):
+            raise BrokenPipeError("the restore stopped reading")
 
 
 class DecryptingReader:
@@ -234,12 +229,7 @@ class DecryptingReader:
             item: object = _END
         except BaseException as exc:
             item = failed[0] if failed else exc
-        while not self._stop.is_set():
-            try:
-                self._out.put(item, timeout=_WAIT_S)
-                return
-            except queue.Full:
-                continue
+        put_unless_stopped(self._out, item, self._stop, _WAIT_S)
 
     def read(self, size: int = -1) -> bytes:
         if self._done:
@@ -255,11 +245,7 @@ class DecryptingReader:
 
     def close(self) -> None:
         self._stop.set()
-        try:
-            while True:
-                self._out.get_nowait()
-        except queue.Empty:
-            pass
+        empty_then_end(self._out, _END)  # a writer blocked on the full queue sees the stop
 
 
 def _decrypt_error(exc: BaseException) -> BaseException:

@@ -10,7 +10,6 @@ the end of the archive, so its transaction never commits and nothing is restored
 from __future__ import annotations
 
 import builtins
-import contextlib
 import hashlib
 import queue
 import re
@@ -27,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..db import Database
 from ..plan.database import DatabaseSettings
+from .chunks import drain, empty_then_end, put_unless_stopped
 from .encryption import DecryptingReader
 from .errors import BackupError, ChecksumMismatchError, RestoreError, VerificationError
 from .pgtools import Tool, child_env, fetch_server_version_num, find, libpq_target
@@ -93,12 +93,7 @@ class Prefetcher:
             self._put(exc)
 
     def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        put_unless_stopped(self._queue, item, self._stop)
 
     def read(self, size: int = -1) -> builtins.bytes:  # `bytes` here would name the property above
         if self._done:
@@ -118,11 +113,7 @@ class Prefetcher:
         """Stop the reading thread (it may be blocked on a full queue or on the network), and wake a
         consumer blocked in `read()` on another thread (age's decryptor) with the end."""
         self._stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(self._END)
+        empty_then_end(self._queue, self._END)
 
 
 class Sink:
@@ -273,10 +264,8 @@ def stream_archive(
             if identities is not None and expected_sha256 is not None:
                 _raise_if_altered(reader, expected_sha256, exc)  # a damaged header reads as "no matching key"
             raise
-        while plain.read(READ_SIZE):
-            pass  # bytes after the zstd data would still count in the object's checksum
-        while reader.read(READ_SIZE):
-            pass
+        drain(plain)  # bytes after the zstd data would still count in the object's checksum
+        drain(reader)
         digest = reader.sha.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256:
             raise ChecksumMismatchError(
@@ -302,8 +291,7 @@ def _raise_if_altered(reader: Prefetcher, expected_sha256: str, exc: BaseExcepti
     """After a decryption failure: read the rest of the object and, if its SHA-256 is not the
     manifest's, say that (the object was altered) rather than what the decryptor made of it."""
     try:
-        while reader.read(READ_SIZE):
-            pass
+        drain(reader)
     except Exception:
         return  # the download itself fails: the decryptor's error stands
     digest = reader.sha.hexdigest()

@@ -10,13 +10,12 @@ the upload it would add its whole time (~0.6 s per GB of archive here) to the en
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 
 import zstandard
 
-from .chunks import ChunkReader
+from .chunks import ChunkReader, empty_then_end
 from .errors import BackupError
 
 READ_SIZE = 1024 * 1024
@@ -69,11 +68,7 @@ class RoundTrip:
         """Stop the decoder without waiting for it (the run is failing for another reason)."""
         if not self._cancelled:
             self._cancelled = True
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._chunks.get_nowait()
-            with contextlib.suppress(queue.Full):
-                self._chunks.put_nowait(None)
+            empty_then_end(self._chunks, None)
 
     def _failure(self) -> BackupError:
         exc = self._error
