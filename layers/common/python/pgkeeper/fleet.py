@@ -85,13 +85,14 @@ class FleetReport(SparseReport):
 
 
 class _Coordinator:
-    def __init__(self, spec: JobSpec, request: JobEvent, plan: Plan, context: Any, budget: Budget,
-                 state: FanOutState) -> None:
+    def __init__(self, spec: JobSpec, request: JobEvent, plan: Plan, options: dict[str, Any], context: Any,
+                 budget: Budget, state: FanOutState) -> None:
         assert plan.fleet is not None
         self.spec, self.request, self.plan, self.context, self.budget = spec, request, plan, context, budget
         self.fleet = plan.fleet
         self.state = state
-        self.options = spec.options.model_validate(request.options).model_dump(mode="json", exclude_defaults=True)
+        self.options = options
+        """The run's options as recorded in each member's run history."""
         self.stop = threading.Event()
         self.slots = threading.BoundedSemaphore(self.fleet.concurrency)
         self.lock = threading.Lock()
@@ -271,37 +272,48 @@ def new_state(spec: JobSpec, plan: Plan) -> FanOutState:
                        members=[MemberRun(database=name, run_id=runs.new_run_id()) for name in plan.fleet.names()])
 
 
-def fan_out(spec: JobSpec, request: JobEvent, plan: Plan, context: Any, budget: Budget) -> dict[str, Any]:
-    """Run `spec` on every fleet member (or carry on a fan-out begun in an earlier invocation)."""
+def fan_out(spec: JobSpec, request: JobEvent, plan: Plan, options: Any, context: Any,
+            budget: Budget) -> dict[str, Any]:
+    """Run `spec` on every fleet member (or carry on a fan-out begun in an earlier invocation);
+    `options` are the request's, validated by the runner."""
+    from . import heartbeat, runner
+
     assert plan.fleet is not None
     state = FanOutState.model_validate(request.fleet) if request.fleet is not None else new_state(spec, plan)
     logger.append_keys(job=spec.name, run_id=state.fleet_run_id, trigger=request.trigger)
     logger.info("fleet fan-out", extra={"databases": len(state.members), "concurrency": plan.fleet.concurrency,
                                         "continuation": state.continuations})
-    if request.fleet is None:  # the fan-out's start, once: the plan's heartbeat is the fleet's
-        from . import heartbeat
-
-        window = spec.alarm_window(spec.options.model_validate(request.options)) if spec.alarm_window else None
-        beat = heartbeat.for_window(plan.heartbeat, window)
-        if beat:
-            beat.ping("start", seconds_left=budget.remaining())
-    coordinator = _Coordinator(spec, request, plan, context, budget, state)
+    window = spec.alarm_window(options) if spec.alarm_window else None
+    beat = heartbeat.for_window(plan.heartbeat, window)  # the plan's heartbeat is the fleet's
+    if beat and request.fleet is None:  # its start, once
+        beat.ping("start", seconds_left=budget.remaining())
+    options_json = options.model_dump(mode="json", exclude_defaults=True)
     history = _History(spec, plan, state.fleet_run_id)
-    history.running(request, coordinator.options, budget.seconds_to_end())
-    if not coordinator.run():
-        continued = _continue(spec, request, context, state) if state.continuations < MAX_CONTINUATIONS else None
-        if continued is not None:
-            return continued
-        why = (f"no end seen after {MAX_CONTINUATIONS} invocations of the fan-out" if state.continuations
-               >= MAX_CONTINUATIONS else "the fan-out could not continue in a new invocation")
-        for member in state.members:
-            if member.status not in _FINISHED:
-                member.error = (f"{why}: " + (f"its run {member.run_id} in {member.database} may still finish; "
-                                              "see its run history" if member.status != "pending" else "never started"))
-                member.status, member.finished_at = "failed", time.time()
-    result = _report(spec, plan, state, spec.options.model_validate(request.options), budget)
-    history.finished(result["status"], result["report"])
+    history.running(request, options_json, budget.seconds_to_end())
+    if not _Coordinator(spec, request, plan, options_json, context, budget, state).run():
+        if state.continuations < MAX_CONTINUATIONS:
+            continued = _continue(spec, request, context, state)
+            if continued is not None:
+                return continued
+            _give_up(state, "the fan-out could not continue in a new invocation")
+        else:
+            _give_up(state, f"no end seen after {MAX_CONTINUATIONS} invocations of the fan-out")
+    report = _report(plan, state)
+    runner.fleet_outcome(spec, report.status, report, window, beat, budget)
+    result: dict[str, Any] = {"run_id": state.fleet_run_id, "job": spec.name, "status": report.status,
+                              "report": report.model_dump(mode="json")}
+    history.finished(report.status, result["report"])
     return result
+
+
+def _give_up(state: FanOutState, why: str) -> None:
+    """Members not seen to finish are failed in the report (their own rows still say how they end)."""
+    for member in state.members:
+        if member.status in _FINISHED:
+            continue
+        where = ("never started" if member.status == "pending" else
+                 f"its run {member.run_id} in {member.database} may still finish; see its run history")
+        member.status, member.error, member.finished_at = "failed", f"{why}: {where}", time.time()
 
 
 def _continue(spec: JobSpec, request: JobEvent, context: Any, state: FanOutState) -> dict[str, Any] | None:
@@ -320,9 +332,7 @@ def _continue(spec: JobSpec, request: JobEvent, context: Any, state: FanOutState
             "report": {"fleet": True, "counts": dict(counts), "continuations": state.continuations}}
 
 
-def _report(spec: JobSpec, plan: Plan, state: FanOutState, options: Any, budget: Budget) -> dict[str, Any]:
-    from . import runner
-
+def _report(plan: Plan, state: FanOutState) -> FleetReport:
     assert plan.fleet is not None
     counts = Counter(m.status for m in state.members)
     if counts["succeeded"] == len(state.members):
@@ -331,13 +341,10 @@ def _report(spec: JobSpec, plan: Plan, state: FanOutState, options: Any, budget:
         status = "failed"
     else:
         status = "partial"
-    not_ok = [m for m in state.members if m.status != "succeeded"]
-    summary = (f"{counts['succeeded']} of {len(state.members)} databases succeeded"
-               + (": " + "; ".join(f"{m.database} {m.status}" + (f" ({m.error[:200]})" if m.error else "")
-                                   for m in not_ok[:5]) if not_ok else ""))
-    report = FleetReport(status=status, summary=summary, counts=dict(counts), concurrency=plan.fleet.concurrency,
-                         max_running=state.max_running, continuations=state.continuations, databases=state.members,
-                         duration_s=round(time.time() - state.started_at, 3))
-    runner.fleet_outcome(spec, status, report, options, plan, budget)
-    return {"run_id": state.fleet_run_id, "job": spec.name, "status": status,
-            "report": report.model_dump(mode="json")}
+    not_ok = [f"{m.database} {m.status}" + (f" ({m.error[:200]})" if m.error else "")
+              for m in state.members if m.status != "succeeded"]
+    summary = f"{counts['succeeded']} of {len(state.members)} databases succeeded" + (
+        ": " + "; ".join(not_ok[:5]) if not_ok else "")
+    return FleetReport(status=status, summary=summary, counts=dict(counts), concurrency=plan.fleet.concurrency,
+                       max_running=state.max_running, continuations=state.continuations, databases=state.members,
+                       duration_s=round(time.time() - state.started_at, 3))

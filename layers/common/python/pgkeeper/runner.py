@@ -63,7 +63,7 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
     if request.database is None and plan.fleet is not None:
         from . import fleet
 
-        return fleet.fan_out(spec, request, plan, context, budget)
+        return fleet.fan_out(spec, request, plan, options, context, budget)
     run_id = request.run_id or runs.new_run_id()
     logger.append_keys(job=spec.name, run_id=run_id, trigger=request.trigger)
     opts_json = options.model_dump(mode="json", exclude_defaults=True)
@@ -196,17 +196,15 @@ def _prove(window: AlarmWindow, database: str | None = None) -> None:
             metric.add_dimension(name="database", value=database)
 
 
-def fleet_outcome(spec: JobSpec, status: str, report: Any, options: Any, plan: Plan, budget: Budget) -> None:
+def fleet_outcome(spec: JobSpec, status: str, report: Any, window: AlarmWindow | None,
+                  beat: heartbeat.Heartbeat | None, budget: Budget) -> None:
     """A fan-out's end: its outcome metric, the window proven when every member succeeded, and the
     plan's heartbeat for the window (success, or fail with the members that did not succeed)."""
-    window = spec.alarm_window(options) if spec.alarm_window else None
     _count(_OUTCOME_METRICS[status], spec.name)
     if status == "succeeded" and window is not None:
         _prove(window)
-    beat = heartbeat.for_window(plan.heartbeat, window)
     if beat:
-        summary = str(getattr(report, "summary", "") or f"fleet {spec.name} {status}")
-        beat.ping("success" if status == "succeeded" else "fail", summary, seconds_left=budget.remaining())
+        beat.ping("success" if status == "succeeded" else "fail", str(report.summary), seconds_left=budget.remaining())
     log = logger.info if status == "succeeded" else logger.error
     log(f"fleet {spec.name} {status}", extra={"report": as_dict(report)})
 
