@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -98,15 +97,13 @@ def dump_sharded(ctx: JobContext, s3: Any, bucket: str, snap: Snapshot, selectio
             counting = pool.submit(snap.count_rows, selection.tables, checksums=plan.content_checksums)
             try:
                 with ctx.db.connect(autocommit=True, purpose="shards") as watch:
-                    timings["imports_s"] = wait_for_imports(watch, snapshot_pid, ctx.run_id, names,
-                                                            timeout_s=min(IMPORT_WAIT_S, ctx.budget.remaining()),
-                                                            failed=records.failure, finished=records.finished)
+                    timings["imports_s"] = wait_for_imports(watch, snapshot_pid, ctx.run_id, records,
+                                                            timeout_s=min(IMPORT_WAIT_S, ctx.budget.remaining()))
                 counts = counting.result()
             except BaseException:
                 # Stop a count still scanning, so the parts are removed now, not after a full scan.
                 counting.cancel()
-                with contextlib.suppress(psycopg.Error):
-                    snap.conn.cancel_safe(timeout=5)
+                snap.cancel_count()
                 raise
         timings["count_s"] = time.monotonic() - started
         snap.release()  # every worker holds the snapshot now: no transaction of ours stays open

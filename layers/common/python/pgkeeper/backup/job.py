@@ -277,7 +277,7 @@ def _dump_one_stream(ctx: JobContext, store: BackupStore, snap: Snapshot, select
             )
         except BaseException:
             counting.cancel()
-            _cancel_count(snap)
+            snap.cancel_count()
             raise
         try:
             counts, timings["count_s"] = counting.result()
@@ -290,15 +290,6 @@ def _dump_one_stream(ctx: JobContext, store: BackupStore, snap: Snapshot, select
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     t0 = time.monotonic()
     return fn(*args), time.monotonic() - t0
-
-
-def _cancel_count(snap: Snapshot) -> None:
-    """Stop a running count(*) so the failure is raised now, not after a full table scan."""
-    if snap.conn is not None:
-        try:
-            snap.conn.cancel_safe(timeout=5)
-        except psycopg.Error:
-            logger.warning("could not cancel the row count")
 
 
 VERIFY_RESERVE_S = 30.0

@@ -42,6 +42,8 @@ from .snapshot import dump_pattern
 
 SHARD_SUFFIX = ".pgshard.zst"
 RECORD_SUFFIX = ".part.json"
+RECORDS_POLL_S = 0.2
+"""How often the run lists the parts' markers and records (one LIST each time)."""
 IMPORT_WAIT_S = 120.0
 """How long the coordinator waits for every worker's pg_dump to import the snapshot (cold starts)."""
 CANCEL_CHECK_S = 5.0
@@ -206,32 +208,26 @@ def dump_shard(spec: ShardSpec, conninfo: str, s3: Any, pg_dump: Tool, time_left
         error = f"part {spec.name}: {exc}"
         if stop is not None and stop.is_set():
             raise  # the coordinator is removing every part: nothing more to write
-        try:
-            s3.put_object(Bucket=spec.bucket, Key=failed_key(spec.stem, spec.name), ContentType="application/json",
-                          Body=FailedRecord(name=spec.name, error=error[:4000]).model_dump_json().encode())
-        except Exception as put_exc:  # the coordinator then waits for this part until its deadline
-            logger.warning("could not record the failed part", extra={"part": spec.name, "error": str(put_exc)[:300]})
+        _write_failed(s3, spec.bucket, spec.stem, spec.name, error)
         raise
     logger.info("backup part uploaded", extra={"part": spec.name, "bytes_in": result.bytes_in,
                                                "seconds": record.dump_s})
     return record
 
 
-def wait_for_imports(conn: psycopg.Connection, snapshot_pid: int, run_id: str, names: list[str], *,
-                     timeout_s: float, failed: Callable[[], str | None], finished: Callable[[], set[str]]) -> float:
-    """Block until every worker's pg_dump holds the snapshot (its backend's xmin is that of the
-    snapshot's session `snapshot_pid`) or has already finished (`finished()`: parts with a record),
-    watching from `conn`; seconds waited.
-
-    `failed()` names a worker that gave up before importing (its failed record): no use waiting.
-    """
+def wait_for_imports(conn: psycopg.Connection, snapshot_pid: int, run_id: str, records: Records, *,
+                     timeout_s: float) -> float:
+    """Block until every part's pg_dump holds the snapshot (its backend's xmin is that of the
+    snapshot's session `snapshot_pid`) or is past it (`records`: it started streaming or is done),
+    watching from `conn`; seconds waited. A part that failed ends the wait with its error."""
     started = time.monotonic()
-    wanted = {application_name(run_id, n) for n in names}
+    wanted = {application_name(run_id, n) for n in records.names}
     mine = conn.execute("SELECT backend_xmin FROM pg_catalog.pg_stat_activity WHERE pid = %s",
                         [snapshot_pid]).fetchone()
     if mine is None or mine[0] is None:
         raise BackupError("the snapshot's session holds no snapshot: it ended before the workers could import it")
     holding: set[str] = set()  # seen holding it once is enough: a short part's session may be gone by now
+    listed_at = 0.0
     while True:
         rows = conn.execute("SELECT application_name FROM pg_catalog.pg_stat_activity "
                             "WHERE application_name = ANY(%s) AND backend_xmin = %s",
@@ -239,14 +235,12 @@ def wait_for_imports(conn: psycopg.Connection, snapshot_pid: int, run_id: str, n
         holding |= {r[0] for r in rows}
         if holding >= wanted:
             return time.monotonic() - started
-        # Not seen holding it: done with it already (pg_dump wrote its first bytes, which it does only
-        # after importing), failed, or not started yet.
-        holding |= {application_name(run_id, n) for n in finished()}
-        if holding >= wanted:
-            return time.monotonic() - started
-        problem = failed()
-        if problem:
-            raise BackupError(problem)
+        if time.monotonic() - listed_at >= RECORDS_POLL_S:  # S3 less often than the database: LISTs cost
+            listed_at = time.monotonic()
+            records.poll()
+            holding |= {application_name(run_id, n) for n in records.past_import()}
+            if holding >= wanted:
+                return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
             missing = sorted(wanted - holding)
             raise BackupError(f"{len(missing)} worker(s) did not import the snapshot within {timeout_s:.0f} s "
@@ -255,51 +249,44 @@ def wait_for_imports(conn: psycopg.Connection, snapshot_pid: int, run_id: str, n
 
 
 class Records:
-    """The parts' records in S3, read until every part has one (or one failed)."""
+    """The parts' markers and records in S3: one LIST per `poll()`, each record read once; raises the
+    first failed part's error as soon as a poll sees it."""
 
     def __init__(self, s3: Any, bucket: str, stem: str, names: list[str]) -> None:
         self.s3, self.bucket, self.stem, self.names = s3, bucket, stem, names
         self.done: dict[str, PartRecord] = {}
+        self._keys: set[str] = set()
 
     def bytes_out(self) -> int:
         """What the parts recorded so far hold in S3 (to plan their read-back)."""
         return sum(r.bytes_out for r in self.done.values())
 
-    def failure(self) -> str | None:
-        """The first failed part's error, if any wrote one."""
+    def poll(self) -> None:
         listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.stem + ".")
-        for obj in listed.get("Contents", []):
-            if obj["Key"].endswith(".failed.json"):
-                body = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-                return FailedRecord.model_validate_json(body).error
-        return None
-
-    def finished(self) -> set[str]:
-        """Parts past their import: started streaming (their marker) or done (their record)."""
-        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.stem + ".")
-        keys = {o["Key"] for o in listed.get("Contents", [])}
-        return {n for n in self.names if started_key(self.stem, n) in keys or record_key(self.stem, n) in keys}
-
-    def collect(self) -> bool:
-        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.stem + ".")
-        keys = {o["Key"] for o in listed.get("Contents", [])}
+        self._keys = {o["Key"] for o in listed.get("Contents", [])}
         for name in self.names:
-            if name not in self.done and record_key(self.stem, name) in keys:
+            if name not in self.done and record_key(self.stem, name) in self._keys:
                 body = self.s3.get_object(Bucket=self.bucket, Key=record_key(self.stem, name))["Body"].read()
                 self.done[name] = PartRecord.model_validate_json(body)
-        return len(self.done) == len(self.names)
+        failed = next((n for n in self.names if failed_key(self.stem, n) in self._keys), None)
+        if failed is not None:
+            body = self.s3.get_object(Bucket=self.bucket, Key=failed_key(self.stem, failed))["Body"].read()
+            raise BackupError(FailedRecord.model_validate_json(body).error)
 
-    def wait(self, time_left: Callable[[], float], poll_s: float = 0.2) -> list[PartRecord]:
-        while not self.collect():
-            problem = self.failure()
-            if problem:
-                raise BackupError(problem)
+    def past_import(self) -> set[str]:
+        """Parts that started streaming (their marker) or are done (their record), as of the last poll."""
+        return {n for n in self.names if n in self.done or started_key(self.stem, n) in self._keys}
+
+    def wait(self, time_left: Callable[[], float]) -> list[PartRecord]:
+        while True:
+            self.poll()
+            if len(self.done) == len(self.names):
+                return [self.done[n] for n in self.names]
             if time_left() <= 0:
                 missing = [n for n in self.names if n not in self.done]
                 raise BackupError(f"part(s) {', '.join(missing[:5])} did not finish before this run's deadline "
                                   "(a worker that timed out or crashed): nothing was kept")
-            time.sleep(poll_s)
-        return [self.done[n] for n in self.names]
+            time.sleep(RECORDS_POLL_S)
 
 
 def tidy(s3: Any, bucket: str, stem: str, names: list[str]) -> None:
@@ -386,10 +373,15 @@ def record_failure(s3: Any, shard: dict[str, Any], error: str) -> None:
     """A failed record for a worker that failed before dumping (its spec or database unusable), so
     the run stops waiting for it now rather than at its import timeout."""
     bucket, stem, name = shard.get("bucket"), shard.get("stem"), shard.get("name")
-    if not (isinstance(bucket, str) and isinstance(stem, str) and isinstance(name, str)):
-        return
+    if isinstance(bucket, str) and isinstance(stem, str) and isinstance(name, str):
+        _write_failed(s3, bucket, stem, name, f"part {name}: {error}")
+
+
+def _write_failed(s3: Any, bucket: str, stem: str, name: str, error: str) -> None:
+    """The part's failed record: the run reads it and stops waiting (best effort: else it waits until
+    its own deadline)."""
     try:
         s3.put_object(Bucket=bucket, Key=failed_key(stem, name), ContentType="application/json",
-                      Body=FailedRecord(name=name, error=f"part {name}: {error}"[:4000]).model_dump_json().encode())
+                      Body=FailedRecord(name=name, error=error[:4000]).model_dump_json().encode())
     except Exception as exc:
         logger.warning("could not record the failed part", extra={"part": name, "error": str(exc)[:300]})

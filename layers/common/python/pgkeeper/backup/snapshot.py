@@ -127,6 +127,15 @@ class Snapshot:
         self.started_at = time.time()
         return self
 
+    def cancel_count(self) -> None:
+        """Stop a running count (`count_rows` on another thread), so a failure is raised now, not
+        after a full table scan."""
+        if self.conn is not None:
+            try:
+                self.conn.cancel_safe(timeout=5)
+            except psycopg.Error:
+                logger.warning("could not cancel the row count")
+
     def release(self) -> None:
         """End the transaction now (a sharded backup's workers hold the snapshot themselves)."""
         self.__exit__(None)
