@@ -101,3 +101,22 @@ def test_status_reads_the_schedules_from_the_template_when_not_deployed(history,
     assert windows["backup"]["schedule"] == "cron(0 2 * * ? *)" and windows["backup"]["silence_hours"] == 48
     assert not windows["backup"]["overdue"]  # proven 30 hours ago, within 48
     assert windows["vacuum"]["schedule"] == "cron(0 4 ? * SUN *)" and windows["vacuum"]["overdue"]
+
+
+def test_pruning_the_history_keeps_each_windows_last_proof(pg):
+    """vacuum proves two windows (the weekly VACUUM, the hourly ANALYZE): a short run history must not
+    take the last weekly proof with it, or status would call a healthy window overdue."""
+    from pgkeeper.db import runs
+
+    runs.ensure_schema(pg)
+    pg.execute("""
+        INSERT INTO pgkeeper.runs (run_id, job, trigger, status, options, started_at, finished_at, alarm_window)
+        VALUES (gen_random_uuid(), 'vacuum', 'schedule', 'succeeded', '{}', now() - interval '6 days',
+                now() - interval '6 days', 'vacuum'),
+               (gen_random_uuid(), 'vacuum', 'schedule', 'succeeded', '{}', now() - interval '3 days',
+                now() - interval '3 days', 'analyze'),
+               (gen_random_uuid(), 'vacuum', 'schedule', 'succeeded', '{}', now() - interval '2 days',
+                now() - interval '2 days', 'analyze')""")
+    assert runs.prune(pg, keep_days=1) == 1  # the older ANALYZE only
+    rows = pg.execute("SELECT alarm_window FROM pgkeeper.runs ORDER BY started_at").fetchall()
+    assert rows == [("vacuum",), ("analyze",)]

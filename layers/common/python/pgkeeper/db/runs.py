@@ -249,13 +249,14 @@ def record_skipped(conn: psycopg.Connection, run_id: str, job: str, trigger: str
 
 
 def prune(conn: psycopg.Connection, keep_days: int) -> int:
-    """Delete finished runs older than `keep_days`, keeping each job's newest run of every status
-    (what `last success` and `last failure` answers need); how many went."""
+    """Delete finished runs older than `keep_days`, keeping each job's newest run of every status and
+    silence window (what `last success`, `last failure` and a window's last proof answer: a job proves
+    two windows, vacuum the weekly VACUUM and the hourly ANALYZE); how many went."""
     deleted = conn.execute(
         "DELETE FROM pgkeeper.runs WHERE started_at < pg_catalog.clock_timestamp() - make_interval(days => %s) "
         "AND status IN ('succeeded', 'partial', 'failed', 'skipped') "
-        "AND run_id NOT IN (SELECT DISTINCT ON (job, status) run_id FROM pgkeeper.runs "
-        "ORDER BY job, status, started_at DESC)",
+        "AND run_id NOT IN (SELECT DISTINCT ON (job, status, alarm_window) run_id FROM pgkeeper.runs "
+        "ORDER BY job, status, alarm_window, started_at DESC)",
         [keep_days],
     ).rowcount
     if deleted:
