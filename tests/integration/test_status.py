@@ -96,7 +96,8 @@ def test_next_fire_reads_eventbridge_cron_in_the_schedule_time_zone():
 def test_status_reads_the_schedules_from_the_template_when_not_deployed(history, capsys, monkeypatch):
     monkeypatch.delenv("PGKEEPER_SCHEDULES")
     assert cli(["status", "--json", "--template", str(ROOT / "template.yaml"),
-                "--parameter-overrides", "BackupSchedule=cron(0 2 * * ? *)", "BackupSilenceHours=48"]) == 1
+                "--parameter-overrides", "ParameterKey=BackupSchedule,ParameterValue=cron(0 2 * * ? *)",
+                "BackupSilenceHours=48"]) == 1  # SAM's form and the short one, as `sam deploy` takes them
     windows = {w["window"]: w for w in json.loads(capsys.readouterr().out)["windows"]}
     assert windows["backup"]["schedule"] == "cron(0 2 * * ? *)" and windows["backup"]["silence_hours"] == 48
     assert not windows["backup"]["overdue"]  # proven 30 hours ago, within 48
@@ -120,3 +121,10 @@ def test_pruning_the_history_keeps_each_windows_last_proof(pg):
     assert runs.prune(pg, keep_days=1) == 1  # the older ANALYZE only
     rows = pg.execute("SELECT alarm_window FROM pgkeeper.runs ORDER BY started_at").fetchall()
     assert rows == [("vacuum",), ("analyze",)]
+
+
+def test_schedules_enabled_given_as_a_json_boolean_is_read_as_meant():
+    from pgkeeper.status import SCHEDULES_ENV, Deployment
+
+    assert Deployment.from_env({SCHEDULES_ENV: json.dumps({**SCHEDULES, "enabled": True})}).enabled
+    assert not Deployment.from_env({SCHEDULES_ENV: json.dumps({**SCHEDULES, "enabled": "false"})}).enabled

@@ -49,7 +49,9 @@ class Deployment(BaseModel):
         environ = os.environ if environ is None else environ
         raw = json.loads(environ.get(SCHEDULES_ENV) or "{}")
         hours = json.loads(environ.get(SILENCE_HOURS_ENV) or "{}")
-        return cls(timezone=raw.pop("timezone", "UTC") or "UTC", enabled=str(raw.pop("enabled", "true")) == "true",
+        # The template writes "true"/"false" (its parameter); a hand-written env may give a JSON bool.
+        enabled = str(raw.pop("enabled", "true")).lower() == "true"
+        return cls(timezone=raw.pop("timezone", "UTC") or "UTC", enabled=enabled,
                    schedules={k: v for k, v in raw.items() if k in ALARM_WINDOWS and v},
                    silence_hours={**DEFAULT_SILENCE_HOURS, **{k: float(v) for k, v in hours.items() if v != ""}})
 

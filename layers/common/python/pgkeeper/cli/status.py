@@ -32,11 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def deployment_of(args: argparse.Namespace) -> Deployment:
+    from ..local.invoke import parse_overrides
     from ..local.template import Template
 
     if os.environ.get(SCHEDULES_ENV):
         return Deployment.from_env()
-    overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
+    overrides = parse_overrides(args.parameter_overrides)  # as `pgkeeper invoke` and `sam deploy` take them
     if not Path(args.template).is_file():
         raise ConfigError(f"no {args.template}: give --template, or set {SCHEDULES_ENV} as a deployed function has it")
     template = Template(args.template, overrides)
