@@ -924,3 +924,30 @@ def test_content_checksum_covers_the_whole_row_even_with_a_column_named_t(pg):
     pg.execute("UPDATE odd SET other = 'after'")
     after = measure_tables(pg, [("public", "odd")], checksums=True)[("public", "odd")].checksum
     assert before != after
+
+
+def test_a_restore_stopped_by_sigterm_exits_as_stopped_and_leaves_no_archive_behind(big, plan, s3, make_database,
+                                                                                   tmp_path):
+    """`timeout 600 pgkeeper restore --jobs 2`: the supervisor's SIGTERM unwinds the command, so the
+    decompressed archive it was writing is removed and the target holds nothing."""
+    import subprocess
+    import sys
+    import time
+
+    _run()
+    target = make_database()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("pgkeeper")), "restore", "--latest", "--to", target,
+                             "--database", _dbname(big), "--bucket", BUCKET, "--jobs", "2"],
+                            env={**os.environ, "TMPDIR": str(scratch)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not list(scratch.glob("pgkeeper-restore-*/archive.pgdump")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err
+    assert list(scratch.iterdir()) == []  # the temporary archive is gone
+    with psycopg.connect(target) as dst:
+        assert dst.execute("SELECT count(*) FROM pg_class WHERE relname = 'big'").fetchone()[0] == 0

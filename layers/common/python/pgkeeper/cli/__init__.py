@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print("pgkeeper: interrupted", file=sys.stderr)
         return 130
     except Stopped as exc:
-        print(f"pgkeeper: {exc}; the function's process was stopped with it", file=sys.stderr)
+        print(f"pgkeeper: {exc}; what it had started was stopped with it", file=sys.stderr)
         return 128 + exc.signum
 
 

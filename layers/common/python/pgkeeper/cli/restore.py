@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 
@@ -22,6 +21,7 @@ from ..backup.errors import BackupError, RestoreError, VerificationError
 from ..backup.restore import require_identities, restore_backup, user_tables
 from ..db.dsn import redact, session_conninfo
 from ..errors import ConfigError, DatabaseUnavailableError, first_line
+from ..local.invoke import stop_on_signals
 from ..plan import load_plan
 from ..plan.database import DatabaseSettings
 from .backups import add_location_args, locate
@@ -49,10 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
-
-
-def _terminated(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 class ProgressLine:
@@ -120,18 +116,15 @@ def run_restore(args: argparse.Namespace) -> int:
     progress = ProgressLine(ref.size)
     # A supervisor's SIGTERM (a CI timeout, `timeout 600 pgkeeper restore`) unwinds like Ctrl-C, so the
     # temporary archive is removed and pg_restore stopped, instead of both outliving the command.
-    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
-                                on_progress=progress, settings=settings, jobs=jobs, identities=identities)
+        with stop_on_signals():
+            result = restore_backup(store, ref, target, tool, manifest=manifest, with_owners=args.with_owners,
+                                    on_progress=progress, settings=settings, jobs=jobs, identities=identities)
     except VerificationError:
         raise  # checksum mismatch: its own reason code
-    except RestoreError:
-        raise  # the parallel path says itself what the target may hold
-    except BackupError as exc:
+    except BackupError as exc:  # (a RestoreError is not one: the parallel paths say what the target holds)
         raise RestoreError(f"{exc}; nothing was committed to {where}") from exc
     finally:
-        signal.signal(signal.SIGTERM, previous)
         progress.done()
     result["target"] = where
     if args.json:

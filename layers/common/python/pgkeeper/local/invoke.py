@@ -235,7 +235,9 @@ def run(inv: Invocation, *, python: str | None = None) -> Outcome:
     proc = subprocess.Popen([python or sys.executable, "-I", str(BOOTSTRAP)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=inv.env, start_new_session=True)
     try:
-        with _stopping_with(proc):
+        # The function runs in a session of its own (so a terminal's Ctrl-C reaches us first, and we can
+        # answer as Lambda would): a signal sent to our pid alone would leave it running.
+        with stop_on_signals():
             out, _ = proc.communicate(json.dumps(spec).encode(), timeout=fn.timeout_s + INIT_LIMIT_S + 5)
     except subprocess.TimeoutExpired:
         # Backstop only: the bootstrap's own watchdog answers at the function's timeout.
@@ -268,13 +270,11 @@ class Stopped(BaseException):  # noqa: N818 - like KeyboardInterrupt: a signal, 
 
 
 @contextlib.contextmanager
-def _stopping_with(proc: subprocess.Popen) -> Iterator[None]:
-    """While the function runs, SIGTERM/SIGHUP to us stop it too.
-
-    The function runs in a session of its own (so a terminal's Ctrl-C reaches us first, and we
-    can answer as Lambda would), which also means a signal sent to our pid alone would leave it
-    running: a backup would go on to completion after its CLI was gone.
-    """
+def stop_on_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM/SIGHUP raise `Stopped` in it (the main thread's only: signals
+    are delivered there), so what it started is stopped on the way out (`pgkeeper invoke`'s function,
+    `pgkeeper restore`'s pg_restore and temporary archive) instead of outliving the command; the
+    previous handlers are put back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
