@@ -83,7 +83,9 @@ def main(quick: bool) -> dict:
             key, mb = backup["key"], backup["bytes_in"] / 1e6
             print(f"bench restore: backup {key}: {mb:.0f} MB archive, {backup['rows']} rows", file=sys.stderr)
             dbname = str(conninfo_to_dict(url)["dbname"])
-            jobs = max(1, min(os.cpu_count() or 1, 8))
+            from pgkeeper.cli.restore import default_jobs
+
+            jobs = default_jobs()  # what `pgkeeper restore` uses without --jobs
             times: dict[str, list[float]] = {"A": [], "B": [], "C": []}
             drills: list[float] = []
             for _ in range(rounds):

@@ -19,9 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pgkeeper import MACHINES  # Lambda's architecture names -> the CPU's
+
 ROOT = Path(__file__).resolve().parents[1]
 SAM = ROOT / ".venv-tools/bin/sam"
-HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine(), "x86_64")
+HOST_ARCH = {machine: arch for arch, machine in MACHINES.items()}.get(platform.machine(), "x86_64")
 """The build whose binaries run on this machine (the Lambda architecture of the same CPU)."""
 RUNTIME_PACKAGES = ["boto3", "awslambdaric"]
 """What Lambda's python3.13 image has besides the stdlib: boto3, and the runtime interface client
@@ -64,7 +66,7 @@ class SlowSteps:
             return
         out = self.scratch(step)
         if step == "runtime":
-            machine = {"arm64": "aarch64", "x86_64": "x86_64"}[HOST_ARCH]
+            machine = MACHINES[HOST_ARCH]
             result = out / "runtime"
             cmd = [str(ROOT / ".venv/bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                    "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.13",

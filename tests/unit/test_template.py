@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from build_steps import HOST_ARCH, python313
 
+from pgkeeper import MACHINES
 from pgkeeper.events import parse_event
 from pgkeeper.local.template import Template, load_template
 
@@ -302,7 +303,6 @@ def test_plan_layer_is_mounted_where_the_template_points_pgkeeper_plan(raw):
 
 SAM = ROOT / ".venv-tools/bin/sam"
 ELF_MACHINE = {"arm64": 183, "x86_64": 62}  # e_machine: EM_AARCH64, EM_X86_64
-MACHINE = {"arm64": "aarch64", "x86_64": "x86_64"}
 
 
 def _elf_sections(path: Path) -> set[str]:
@@ -344,7 +344,7 @@ def test_make_build_produces_a_layer_whose_compiled_wheels_match_runtime_and_arc
     names = {p.parent.name for p in extensions}
     assert {"psycopg_binary", "pydantic_core"} <= names
     for ext in extensions:
-        assert ext.name.endswith(f".cpython-{py}-{MACHINE[arch]}-linux-gnu.so") or ext.name.endswith(".abi3.so"), ext
+        assert ext.name.endswith(f".cpython-{py}-{MACHINES[arch]}-linux-gnu.so") or ext.name.endswith(".abi3.so"), ext
     for lib in [*extensions, *site.glob("*.libs/*.so*")]:
         assert _elf_machine(lib) == ELF_MACHINE[arch], lib
 
@@ -357,7 +357,7 @@ def test_make_build_produces_a_layer_whose_compiled_wheels_match_runtime_and_arc
             # abi3: built for the stable ABI of cpXY, loadable by every CPython from XY on (pyrage: cp310).
             assert (interp == f"cp{py}" and abi == f"cp{py}") or (
                 abi == "abi3" and interp.startswith("cp3") and int(interp[3:]) <= int(str(py)[1:])), (wheel, tag)
-            assert platform_tag.endswith(MACHINE[arch]) and "manylinux" in platform_tag, (wheel, tag)
+            assert platform_tag.endswith(MACHINES[arch]) and "manylinux" in platform_tag, (wheel, tag)
 
     built = load_template(build_dir / "template.yaml")
     # A plain `sam deploy` of this build can only create functions of the architecture it was built for.
@@ -389,7 +389,7 @@ def test_built_handlers_import_under_python_3_13_from_the_layer_alone(build, lam
     python = python313()
     if python is None:
         pytest.skip("needs a Python 3.13 interpreter (the Lambda runtime's version) on this machine")
-    build_dir = build("x86_64")  # this machine's architecture, so the wheels can load
+    build_dir = build(HOST_ARCH)  # this machine's architecture, so the wheels can load
     runtime = lambda_runtime()  # stands in for what Lambda's python3.13 image has besides the stdlib
     code = "import sys; sys.path[:0] = sys.argv[1:]; import app; assert callable(app.lambda_handler)"
     for logical_id in JOBS:

@@ -98,17 +98,13 @@ def execute(spec: JobSpec, request: JobEvent, context: Any = None, *, budget: Bu
                              trigger=request.trigger, member=request.database, invocation=context)
             try:
                 report = as_dict(spec.run(ctx))
-            except PgkeeperError as exc:
-                _record_failure(db, run_id, exc)
-                _count("JobFailed", spec.name)
-                if beat:
-                    beat.ping("fail", _describe(exc), seconds_left=budget.remaining())
-                raise
             except Exception as exc:
                 _record_failure(db, run_id, exc)
                 _count("JobFailed", spec.name)
                 if beat:
                     beat.ping("fail", _describe(exc), seconds_left=budget.remaining())
+                if isinstance(exc, PgkeeperError):
+                    raise  # its own status and reason code
                 raise JobFailedError(f"{spec.name} failed: {_describe(exc)}", run_id=run_id) from exc
         finally:
             if spec.needs_lock:

@@ -293,11 +293,11 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 
 VERIFY_RESERVE_S = 30.0
+"""Time kept for verification, the manifest and retention after the upload; no wait on S3 during
+the upload may eat into it (a stalled endpoint fails the run with that much time left to say so)."""
 DRILL_MIN_BYTES_PER_S = 5e6
 """The slowest restore a drill plans for (pg_dump bytes per second): a backup that would need more
 time than the invocation has left is reported as out of reach before anything is restored."""
-"""Time kept for verification, the manifest and retention after the upload; no wait on S3 during
-the upload may eat into it (a stalled endpoint fails the run with that much time left to say so)."""
 
 
 def _verify_reserve(ctx: JobContext) -> float:
