@@ -215,8 +215,10 @@ def test_every_alarm_reads_a_metric_that_is_emitted(raw):
 
 @pytest.mark.parametrize("logical_id", sorted(JOBS))
 def test_every_function_sends_failed_async_events_to_the_stacks_queue(raw, logical_id):
+    from pgkeeper.db.runs import MAX_EVENT_AGE_S  # when a queued run is given up as never started
+
     assert raw["Resources"][logical_id]["Properties"]["EventInvokeConfig"] == {
-        "MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 2,
+        "MaximumEventAgeInSeconds": MAX_EVENT_AGE_S, "MaximumRetryAttempts": 2,
         "DestinationConfig": {"OnFailure": {"Type": "SQS",
                                             "Destination": {"Fn::GetAtt": ["FailedInvocationsQueue", "Arn"]}}}}
     # Lambda sends with the function's role, and SAM grants nothing to a role it did not make.

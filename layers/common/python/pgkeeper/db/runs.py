@@ -127,10 +127,12 @@ def canonical_run_id(text: str) -> str | None:
     return text if str(parsed) == text.lower() and len(text) == 36 else None
 
 
-QUEUED_MAX_AGE = "70 minutes"
-"""Lambda drops an asynchronous event it could not run within the function's maximum event age (the
-template's EventInvokeConfig: 1 hour, sent then to the FailedInvocationsQueue), so a run queued
-longer will never start; 10 minutes of margin for the last delivery attempt to record its start."""
+MAX_EVENT_AGE_S = 3600
+"""The template's EventInvokeConfig MaximumEventAgeInSeconds (a test holds them equal): Lambda drops
+an asynchronous event it could not run within it, sending it to the FailedInvocationsQueue."""
+QUEUED_MAX_AGE = f"{MAX_EVENT_AGE_S // 60 + 10} minutes"
+"""A run queued longer will never start: the maximum event age, and 10 minutes of margin for the
+last delivery attempt to record its start."""
 
 DEADLINE_GRACE = "1 minute"
 """A running run whose invocation ended this long ago was stopped before it could record its end."""
@@ -140,7 +142,7 @@ RUNNING_MAX_AGE = "1 hour"
 than Lambda's 15 minutes."""
 
 NEVER_STARTED = ("never started: the asynchronous invocation did not run within Lambda's maximum event age "
-                 "(1 hour); the FailedInvocationsQueue and the function's logs say why")
+                 f"({MAX_EVENT_AGE_S // 60} minutes); the FailedInvocationsQueue and the function's logs say why")
 STOPPED = ("did not finish: stopped before it could record its end (a Lambda timeout, running out of memory "
            "or a crash); the function's logs say which")
 
