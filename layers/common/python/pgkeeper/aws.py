@@ -34,6 +34,13 @@ def client(service: str, *, read_timeout_s: float | None = None, attempts: int =
         retries={"mode": "standard", "total_max_attempts": attempts}, **config))
 
 
+def describe_error(exc: BaseException, service: str) -> str:
+    """What went wrong with a call to `service`, in one line: unreachable (what to do), else the
+    error code the service answered, else the exception's class."""
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
+    return unreachable(exc, service) or str(code)
+
+
 def unreachable(exc: BaseException, service: str) -> str | None:
     """When `exc` says the service could not be reached (no route, no answer), the one line to tell
     the user; None for any other error (access denied, not found: the service answered)."""

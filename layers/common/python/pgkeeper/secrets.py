@@ -33,10 +33,9 @@ def get_secret(arn: str, *, ttl_s: float = 300.0, force: bool = False) -> str:
     try:
         resp = _secrets_client().get_secret_value(SecretId=arn)
     except Exception as exc:  # botocore raises many unrelated classes; all mean "cannot read it"
-        from .aws import unreachable
+        from .aws import describe_error
 
-        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
-        raise ConfigError(f"cannot read secret {arn}: {unreachable(exc, 'secretsmanager') or code}") from exc
+        raise ConfigError(f"cannot read secret {arn}: {describe_error(exc, 'secretsmanager')}") from exc
     value = resp.get("SecretString")
     if value is None:
         raise ConfigError(f"secret {arn} has no SecretString (binary secrets are not supported)")

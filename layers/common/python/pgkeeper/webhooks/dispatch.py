@@ -38,11 +38,10 @@ class LambdaInvoker:
             resp = self._client.invoke(FunctionName=function_name, InvocationType="Event",
                                        Payload=json.dumps(payload).encode())
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            from ..aws import unreachable
+            from ..aws import describe_error
 
-            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", type(exc).__name__)
             raise DispatchError(f"cannot invoke {function_name} asynchronously: "
-                                f"{unreachable(exc, 'lambda') or code}") from exc
+                                f"{describe_error(exc, 'lambda')}") from exc
         if resp.get("StatusCode") != 202:
             raise DispatchError(f"asynchronous invoke of {function_name} answered {resp.get('StatusCode')}")
 
